@@ -1,0 +1,28 @@
+# `make book`: set up a virtual environment and build the book (the main job).
+# `make test`: set up the same environment and run the package tests and every notebook with nbval.
+PYTHON ?= python3
+VENV ?= .venv
+# The team's CPU machines have this CPU build on disk; elsewhere set TORCH="torch" (or keep a preinstalled one).
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: venv book test clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+book: venv
+	$(BIN)/jupyter-book build . -W --keep-going
+
+test: venv
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf _build

@@ -1,0 +1,7 @@
+"""segformer_edu: SegFormer (Xie et al., NeurIPS 2021) built to match the official code, for the book."""
+
+from .config import VARIANTS, SegFormerConfig
+from .model import SegFormer
+
+__all__ = ["SegFormer", "SegFormerConfig", "VARIANTS"]
+__version__ = "0.1.0"

@@ -1,0 +1,115 @@
+"""The Mix Transformer encoder, MiT (paper Sec. 3.1; book chapter 5).
+
+Four stages, each: overlapping patch merging -> ``depth`` transformer blocks -> LayerNorm,
+producing maps at 1/4, 1/8, 1/16 and 1/32 of the input with growing channel counts. Blocks
+are pre-norm (LayerNorm before attention and before Mix-FFN) with stochastic depth on both
+residual branches.
+"""
+
+import torch
+from torch import Tensor, nn
+
+from .attention import EfficientSelfAttention
+from .config import SegFormerConfig
+from .mix_ffn import MixFFN
+from .patch_embed import OverlapPatchEmbed
+from .tokens import to_map
+
+MIN_SIDE = 32  # stage 1 is 1/4 of the input and its sr=8 reduction needs at least 8 rows and columns
+
+
+def check_images(images: Tensor, in_channels: int) -> None:
+    """Raise ``ValueError`` saying what was expected if ``images`` cannot go through the encoder."""
+    if not isinstance(images, Tensor):
+        raise ValueError(f"expected images as a torch.Tensor of shape (B, {in_channels}, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        hint = " (add a batch dimension with images.unsqueeze(0))" if images.dim() == 3 else ""
+        raise ValueError(f"expected images of shape (B, {in_channels}, H, W), got {images.dim()}-D shape {tuple(images.shape)}{hint}")
+    if images.shape[1] != in_channels:
+        hint = " (channels-last input? use images.permute(0, 3, 1, 2))" if images.shape[-1] == in_channels else ""
+        raise ValueError(f"expected {in_channels} channels in dim 1, got shape {tuple(images.shape)}{hint}")
+    if min(images.shape[2:]) < MIN_SIDE:
+        raise ValueError(f"images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {images.shape[2]}x{images.shape[3]}; resize or pad them")
+    if not images.is_floating_point():
+        raise ValueError(f"expected floating-point images, got dtype {images.dtype}; convert with images.float() / 255 "
+                         "and normalise with the ImageNet mean and std")
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, drop a sample's whole residual branch with probability ``p``."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep  # rescale so that the expectation matches eval mode
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.3f}"
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + MixFFN(LN(x)), on tokens (B, N, C)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int, drop_path: float,
+                 config: SegFormerConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=config.block_norm_eps)
+        self.attn = EfficientSelfAttention(dim, num_heads, sr_ratio, config.qkv_bias, config.attn_drop,
+                                           config.drop, norm_eps=config.norm_eps)
+        self.norm2 = nn.LayerNorm(dim, eps=config.block_norm_eps)
+        self.ffn = MixFFN(dim, dim * mlp_ratio, config.drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, height: int, width: int) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), height, width))
+        return x + self.drop_path(self.ffn(self.norm2(x), height, width))
+
+
+class Stage(nn.Module):
+    """Patch merging, ``depth`` blocks and a LayerNorm: map (B, C_in, H, W) -> map (B, C, H / S, W / S)."""
+
+    def __init__(self, index: int, in_channels: int, drop_paths: list[float], config: SegFormerConfig):
+        super().__init__()
+        dim = config.embed_dims[index]
+        self.patch_embed = OverlapPatchEmbed(in_channels, dim, config.patch_sizes[index], config.strides[index],
+                                             norm_eps=config.norm_eps)
+        self.blocks = nn.ModuleList(
+            Block(dim, config.num_heads[index], config.mlp_ratios[index], config.sr_ratios[index], p, config)
+            for p in drop_paths
+        )
+        self.norm = nn.LayerNorm(dim, eps=config.block_norm_eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, height, width = self.patch_embed(x)  # (B, N, C)
+        for block in self.blocks:
+            x = block(x, height, width)
+        return to_map(self.norm(x), height, width)  # (B, C, H', W')
+
+
+class MixTransformer(nn.Module):
+    """MiT encoder: images (B, 3, H, W) -> four maps at strides 4, 8, 16, 32."""
+
+    def __init__(self, config: SegFormerConfig):
+        super().__init__()
+        self.config = config
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        starts = [sum(config.depths[:i]) for i in range(config.num_stages)]
+        in_dims = (config.in_channels,) + config.embed_dims[:-1]
+        self.stages = nn.ModuleList(
+            Stage(i, in_dims[i], rates[starts[i]:starts[i] + config.depths[i]], config)
+            for i in range(config.num_stages)
+        )
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        check_images(images, self.config.in_channels)
+        features, x = [], images
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features  # [(B, C1, H/4, W/4), (B, C2, H/8, W/8), (B, C3, H/16, W/16), (B, C4, H/32, W/32)]

@@ -1,0 +1,73 @@
+"""SegFormer = Mix Transformer encoder + All-MLP decoder (paper Fig. 2; book chapter 1)."""
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import SegFormerConfig
+from .decoder import AllMLPDecoder
+from .encoder import MixTransformer
+
+
+def init_weights(module: nn.Module) -> None:
+    """The official initialisation: truncated normal (std 0.02) for linears, fan-out normal for convs."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class SegFormer(nn.Module):
+    """images (B, 3, H, W) -> logits (B, num_classes, ceil(H / 4), ceil(W / 4))."""
+
+    def __init__(self, config: SegFormerConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = MixTransformer(config)
+        self.decoder = AllMLPDecoder(config.embed_dims, config.decoder_dim, config.num_classes, config.decoder_dropout)
+        self.apply(init_weights)
+        nn.init.normal_(self.decoder.classifier.weight, 0.0, 0.01)  # mmseg's init of the segmentation conv
+
+    @classmethod
+    def from_config(cls, name: str = "b0", num_classes: int = 150, **overrides) -> "SegFormer":
+        """A randomly initialised SegFormer-``name`` (``"b0"`` ... ``"b5"``) with the official settings."""
+        return cls(SegFormerConfig.from_name(name, num_classes, **overrides))
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, num_classes: int | None = None, config: str | None = None,
+                        **overrides) -> "SegFormer":
+        """Load a checkpoint: a Hugging Face folder or hub id, or a single official/mmseg/our own file.
+
+        ``num_classes`` different from the checkpoint's (or given for an encoder-only checkpoint such
+        as ``nvidia/mit-b0``) keeps the pretrained encoder and starts a new decoder.
+        ``config`` names the variant for single files without a ``config.json`` (inferred if omitted).
+        """
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(cls, source, num_classes=num_classes, config_name=config, **overrides)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.decoder(self.encoder(images))
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Tensor:
+        """Class indices (B, H, W), torch.long, at the input's full resolution (eval mode, no gradients)."""
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self(images)
+        finally:
+            self.train(was_training)
+        logits = F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=False)
+        return logits.argmax(dim=1)
