@@ -11,13 +11,15 @@ import torch
 from torch import Tensor
 
 
-def effective_receptive_field(feature_fn, images: Tensor, direction: Tensor | None = None) -> Tensor:
+def effective_receptive_field(feature_fn, images: Tensor, direction: Tensor | None = None,
+                              normalise: bool = True) -> Tensor:
     """ERF of the centre unit of ``feature_fn(images)``: an (H, W) map that sums to 1.
 
     ``feature_fn`` maps images (B, 3, H, W) to a feature map (B, C, h, w); call it in eval mode so
     that BatchNorm and dropout do not mix the images of the batch. The signal backpropagated
     from the centre unit (h // 2, w // 2) is ``direction`` over its C channels: ones (Luo et al.:
-    the sum over channels) by default.
+    the sum over channels) by default. ``normalise=False`` returns the raw mean |gradient|, which
+    shows when there is (almost) no gradient to normalise.
     """
     images = images.detach().clone().requires_grad_(True)
     features = feature_fn(images)  # (B, C, h, w)
@@ -27,6 +29,8 @@ def effective_receptive_field(feature_fn, images: Tensor, direction: Tensor | No
     # images are independent in eval mode, so one backward of the batch sum gives every image's gradient
     (gradient,) = torch.autograd.grad((centre @ direction).sum(), images)  # (B, 3, H, W)
     erf = gradient.abs().sum(dim=1).mean(dim=0)  # (H, W): |grad| over colour channels, mean over images
+    if not normalise:
+        return erf
     return erf / erf.sum().clamp_min(torch.finfo(erf.dtype).tiny)
 
 

@@ -31,6 +31,7 @@ def test_direction_picks_channels():
     images = torch.randn(1, 1, 5, 5)
     # the channel sum of (x, -x) is 0: no gradient at all, so the normalised ERF is all zeros
     assert effective_receptive_field(conv, images).abs().sum() == 0
+    assert effective_receptive_field(conv, images, normalise=False).abs().sum() == 0
     erf = effective_receptive_field(conv, images, direction=torch.tensor([1.0, 0.0]))
     assert erf[2, 2] == 1 and erf.sum() == 1
 
