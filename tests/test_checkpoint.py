@@ -1,0 +1,206 @@
+"""Checkpoints: same logits as transformers both ways, the mmseg layout, and clear errors for bad input.
+
+transformers builds its models from a config with random weights; nothing is downloaded.
+"""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from segformer_edu import SegFormer
+from segformer_edu.checkpoint import save_pretrained
+from segformer_edu.convert import from_edu, to_edu
+
+transformers = pytest.importorskip("transformers")
+
+B2 = dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768)
+HEIGHT, WIDTH = 97, 130  # not multiples of 32 (nor of 4): exercises the ceil rounding in every stage
+
+
+def randomize(model: torch.nn.Module) -> torch.nn.Module:
+    """Perturb every tensor, norms and BatchNorm statistics included, so that no weight can be silently ignored."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.uniform_(0.5, 1.5)
+            elif tensor.dim() == 1:  # biases, norm scales and shifts, running means
+                tensor.add_(0.1 * torch.randn_like(tensor))
+    return model
+
+
+def hf_segmentation(num_labels=11, **config):
+    hf_config = transformers.SegformerConfig(num_labels=num_labels, **config)
+    return randomize(transformers.SegformerForSemanticSegmentation(hf_config)).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(2, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("config", [{}, B2], ids=["b0", "b2"])
+def test_hf_checkpoint_gives_the_same_logits(config, images, tmp_path):
+    hf = hf_segmentation(**config)
+    hf.save_pretrained(tmp_path)
+    ours = SegFormer.from_pretrained(tmp_path).eval()
+    assert ours.config.variant_name() == ("b2" if config else "b0")
+    assert ours.config.num_classes == 11
+    with torch.no_grad():
+        expected = hf(pixel_values=images).logits
+        logits = ours(images)
+    assert logits.shape == (2, 11, math.ceil(HEIGHT / 4), math.ceil(WIDTH / 4)) == expected.shape
+    assert (logits - expected).abs().max().item() < 1e-4
+
+
+def test_encoder_only_checkpoint(images, tmp_path):
+    """Like nvidia/mit-b0: a SegformerModel without decode head."""
+    hf = randomize(transformers.SegformerModel(transformers.SegformerConfig())).eval()
+    hf.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="only an encoder.*num_classes"):
+        SegFormer.from_pretrained(tmp_path)
+    ours = SegFormer.from_pretrained(tmp_path, num_classes=11).eval()
+    assert ours.decoder.classifier.out_channels == 11
+    with torch.no_grad():
+        hidden_states = hf(pixel_values=images, output_hidden_states=True).hidden_states
+        features = ours.encoder(images)
+    assert len(features) == len(hidden_states) == 4
+    for feature, hidden in zip(features, hidden_states):
+        hidden = hidden if hidden.dim() == 4 else hidden.transpose(1, 2).reshape(feature.shape)
+        assert feature.shape == hidden.shape
+        assert (feature - hidden).abs().max().item() < 1e-4
+
+
+def test_our_export_loads_in_transformers(images, tmp_path):
+    torch.manual_seed(0)
+    ours = randomize(SegFormer.from_config("b0", num_classes=5)).eval()
+    save_pretrained(ours, tmp_path)
+    hf = transformers.SegformerForSemanticSegmentation.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert (hf(pixel_values=images).logits - ours(images)).abs().max().item() < 1e-4
+
+
+def test_mmseg_layout_round_trip():
+    state = SegFormer.from_config("b0", num_classes=5).state_dict()
+    mmseg = from_edu(state, "mmseg")
+    assert "backbone.block1.0.attn.kv.weight" in mmseg
+    assert "backbone.patch_embed1.proj.weight" in mmseg
+    assert "decode_head.linear_fuse.conv.weight" in mmseg
+    assert "decode_head.linear_fuse.bn.running_var" in mmseg
+    assert "decode_head.linear_c4.proj.weight" in mmseg
+    assert "decode_head.linear_pred.weight" in mmseg
+    back, unknown = to_edu(mmseg)
+    assert unknown == []
+    assert back.keys() == state.keys()
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_hf_layout_round_trip_splits_and_merges_kv():
+    state = SegFormer.from_config("b0", num_classes=5).state_dict()
+    hf = from_edu(state, "hf")
+    key = hf["segformer.encoder.block.0.0.attention.self.key.weight"]
+    value = hf["segformer.encoder.block.0.0.attention.self.value.weight"]
+    assert torch.equal(torch.cat([key, value]), state["encoder.stages.0.blocks.0.attn.kv.weight"])
+    back, unknown = to_edu(hf)
+    assert unknown == [] and back.keys() == state.keys()
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_official_mmseg_file_with_variant_inferred(images, tmp_path):
+    torch.manual_seed(0)
+    ours = randomize(SegFormer.from_config("b0", num_classes=19)).eval()
+    state = from_edu(ours.state_dict(), "mmseg")
+    state["decode_head.conv_seg.weight"] = torch.randn(19, 256, 1, 1)  # mmseg's unused default head
+    state["head.weight"] = torch.randn(1000, 256)  # an ImageNet classifier left in the file
+    torch.save({"state_dict": state, "meta": {}}, tmp_path / "segformer.b0.pth")
+    loaded = SegFormer.from_pretrained(tmp_path / "segformer.b0.pth").eval()
+    assert loaded.config.variant_name() == "b0" and loaded.config.num_classes == 19
+    with torch.no_grad():
+        assert torch.equal(loaded(images), ours(images))
+
+
+# --- bad checkpoints -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_b0(tmp_path):
+    save_pretrained(SegFormer.from_config("b0", num_classes=5), tmp_path)
+    return tmp_path
+
+
+def edit_weights(folder, edit):
+    state = load_file(folder / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors")
+
+
+def test_missing_keys_are_listed(saved_b0):
+    edit_weights(saved_b0, lambda s: s.pop("segformer.encoder.block.1.0.mlp.dense1.weight"))
+    with pytest.raises(ValueError, match=r"missing keys.*encoder\.stages\.1\.blocks\.0\.ffn\.fc1\.weight"):
+        SegFormer.from_pretrained(saved_b0)
+
+
+def test_extra_keys_are_listed(saved_b0):
+    edit_weights(saved_b0, lambda s: s.update({"segformer.encoder.mystery.weight": torch.zeros(3)}))
+    with pytest.raises(ValueError, match=r"segformer\.encoder\.mystery\.weight"):
+        SegFormer.from_pretrained(saved_b0)
+
+
+def test_extra_block_is_listed(saved_b0):
+    """A block that this variant does not have converts fine but does not fit the model."""
+    def add_block(state):
+        state["segformer.encoder.block.0.7.layer_norm_1.weight"] = torch.ones(32)
+
+    edit_weights(saved_b0, add_block)
+    with pytest.raises(ValueError, match=r"unexpected keys.*encoder\.stages\.0\.blocks\.7\.norm1\.weight"):
+        SegFormer.from_pretrained(saved_b0)
+
+
+def test_wrong_shapes_are_listed(saved_b0):
+    edit_weights(saved_b0, lambda s: s.update({"segformer.encoder.layer_norm.2.weight": torch.ones(7)}))
+    with pytest.raises(ValueError, match=r"shape mismatch.*encoder\.stages\.2\.norm\.weight.*\(7,\).*\(160,\)"):
+        SegFormer.from_pretrained(saved_b0)
+
+
+def test_missing_path_is_a_clear_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*config.json"):
+        SegFormer.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="none of"):
+        SegFormer.from_pretrained(tmp_path)  # a folder without weights
+
+
+def test_hub_id_offline_is_a_clear_os_error(monkeypatch):
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(OSError, match=r"could not download 'nvidia/mit-b0'.*network.*local folder"):
+        SegFormer.from_pretrained("nvidia/mit-b0", num_classes=11)
+
+
+def test_hub_id_downloads_through_huggingface_hub(monkeypatch, images, tmp_path):
+    """The real hub code path, with hf_hub_download answering from a local folder."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    hf = hf_segmentation()
+    hf.save_pretrained(tmp_path)
+    requested = []
+
+    def from_folder(repo_id, filename, **kwargs):
+        requested.append((repo_id, filename))
+        if not (tmp_path / filename).exists():
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", from_folder)
+    ours = SegFormer.from_pretrained("nvidia/segformer-b0-finetuned-ade-512-512").eval()
+    assert ("nvidia/segformer-b0-finetuned-ade-512-512", "config.json") in requested
+    with torch.no_grad():
+        assert (ours(images) - hf(pixel_values=images).logits).abs().max().item() < 1e-4
