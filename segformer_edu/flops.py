@@ -168,8 +168,9 @@ def count_params(model: nn.Module) -> dict[tuple[str, str], int]:
 
 
 def meta_model(name: str = "b0", num_classes: int = 150, **overrides) -> SegFormer:
-    """A SegFormer whose tensors live on ``torch.device("meta")``: shapes only, so it runs for free."""
-    return SegFormer.from_config(name, num_classes, **overrides).to("meta")
+    """A SegFormer whose tensors live on ``torch.device("meta")``: shapes only, built and run for free."""
+    with torch.device("meta"):
+        return SegFormer.from_config(name, num_classes, **overrides)
 
 
 def total(counts: dict, part: str | None = None) -> int:

@@ -23,7 +23,7 @@ TABLE_1B = {256: 25.7, 512: 39.8, 768: 62.4, 1024: 93.6, 2048: 304.4}  # MiT-B2,
 
 @cache
 def shared_meta_model(name, num_classes=150):
-    return meta_model(name, num_classes)  # built once: building B5 initialises 85 M weights on the CPU first
+    return meta_model(name, num_classes)
 
 
 def gmacs(name, height, width, convention=MMCV, **overrides):
