@@ -1,0 +1,496 @@
+"""Training SegFormer with the paper's recipe: one function for the CLI, the notebook and torchrun (book chapter 8).
+
+    python -m segformer_edu.train --dataset camvid --model b0 --max-iters 20000 --out-dir runs/camvid_b0
+    torchrun --nproc_per_node=2 -m segformer_edu.train ...        # DistributedDataParallel, one process per GPU
+
+Everything a run produces lands in ``out_dir``: ``latest.pt`` / ``best.pt`` (model, optimizer, scaler, scheduler,
+iteration, RNG states, config), ``train_log.jsonl`` (loss, lr, images/s every ``log_interval`` iterations),
+``metrics.jsonl`` (mIoU, per-class IoU, pixel accuracy at each validation), ``curves.png`` and ``predictions.png``.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import get_args, get_origin
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler, Subset
+
+from .model import SegFormer
+from .schedule import build_optimizer
+
+IGNORE_INDEX = 255  # the data module's value; padding and CamVid's void
+
+
+def arg(default, help: str):
+    """A config field with the help text its command-line flag shows."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the paper's recipe; sizes are per process (per GPU), like mmseg's."""
+
+    dataset: str = arg("camvid", "camvid or ade20k")
+    data_root: str | None = arg(None, "dataset folder (default: $SEGFORMER_DATA, ../shared/data, ~/.cache)")
+    model: str = arg("b0", "variant b0..b5, random initialisation")
+    pretrained: str | None = arg(None, "encoder weights: a hub id such as nvidia/mit-b0 or a local folder/file")
+    out_dir: str = arg("runs/camvid_b0", "where checkpoints, logs and figures go")
+    crop_size: tuple[int, int] = arg((512, 512), "training crop (height, width); smaller images are padded")
+    scale: tuple[int, int] = arg((2048, 512), "resize target (long, short side) before the random ratio")
+    ratio_range: tuple[float, float] = arg((0.5, 2.0), "random resize ratio range")
+    batch_size: int = arg(8, "images per process per iteration")
+    max_iters: int = arg(160_000, "optimizer steps in the whole run")
+    lr: float = arg(6e-5, "AdamW base lr (encoder); the decoder gets head_lr_mult times it")
+    weight_decay: float = arg(0.01, "AdamW weight decay, not applied to norms and biases")
+    head_lr_mult: float = arg(10.0, "lr multiplier of the decoder")
+    warmup_iters: int = arg(1500, "linear warm-up iterations")
+    warmup_ratio: float = arg(1e-6, "lr factor at iteration 0 of the warm-up")
+    power: float = arg(1.0, "poly decay power")
+    val_interval: int = arg(4000, "validate (and save latest.pt) every this many iterations")
+    val_images: int | None = arg(None, "validate on the first N images only (quick runs)")
+    val_scale: tuple[int, int] | None = arg(None, "resize validation images to this (long, short) scale")
+    log_interval: int = arg(50, "write loss and lr to train_log.jsonl every this many iterations")
+    num_workers: int = arg(4, "data loading processes per training process (0: exact resume)")
+    seed: int = arg(0, "seed of weights, data order and augmentation")
+    amp: str = arg("auto", "auto (bf16 if the GPU supports it, else fp16 with a scaler; fp32 on CPU), bf16, fp16, fp32")
+    resume: bool = arg(False, "continue from out_dir/latest.pt if it exists")
+    stop_at: int | None = arg(None, "stop (saving latest.pt) after this iteration, as if interrupted")
+    test: bool = arg(False, "after training, evaluate best.pt on the test split (test_metrics.json)")
+    progress: bool = arg(True, "show a tqdm progress bar")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf: training stops, the last good checkpoint stays as it was."""
+
+
+# ----------------------------------------------------------------------------- data
+
+def datasets(cfg: TrainConfig, split: str):
+    """The dataset of ``split`` ("train", "val", "test") with its transform, and its class names."""
+    from . import data
+    from .transforms import EvalTransform, TrainTransform
+
+    if split == "train":
+        transform = TrainTransform(crop_size=tuple(cfg.crop_size), scale=tuple(cfg.scale),
+                                   ratio_range=tuple(cfg.ratio_range), ignore_index=IGNORE_INDEX)
+    else:
+        transform = EvalTransform(scale=tuple(cfg.val_scale) if cfg.val_scale else None)
+    if cfg.dataset == "camvid":
+        names = list(data.CAMVID_CLASSES)[:11]
+        return data.camvid(cfg.data_root, split=split, transform=transform), names
+    if cfg.dataset == "ade20k":
+        ade_split = {"train": "training", "val": "validation"}[split]
+        names = list(getattr(data, "ADE20K_CLASSES", [str(i) for i in range(150)]))
+        return data.ade20k(cfg.data_root, split=ade_split, transform=transform), names
+    raise ValueError(f"unknown dataset {cfg.dataset!r}: camvid or ade20k")
+
+
+class InfiniteSampler(Sampler[int]):
+    """Shuffled epochs back to back; each rank takes a disjoint slice of every shuffle (DistributedSampler's job).
+
+    Infinite, so data loading workers never restart at an epoch boundary, and it starts at sample ``start``:
+    a run resumed at iteration i draws exactly the samples the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, size: int, rank: int = 0, world: int = 1, seed: int = 0, start: int = 0):
+        self.size, self.rank, self.world, self.seed, self.start = size, rank, world, seed, start
+        self.per_rank = size // world
+
+    def __iter__(self):
+        epoch, skip = divmod(self.start, self.per_rank)
+        while True:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+            yield from order[self.rank: self.per_rank * self.world: self.world][skip:].tolist()
+            epoch, skip = epoch + 1, 0
+
+
+# ----------------------------------------------------------------------------- the pieces of a step
+
+def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy on logits (B, K, H/4, W/4) upsampled bilinearly to the labels (B, H, W), as mmseg."""
+    logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+
+
+def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """bf16 where the GPU has it (no scaler needed), fp16 on older GPUs, None (fp32) on CPU or when asked."""
+    if amp == "fp32" or device.type != "cuda":
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, num_classes: int, device: torch.device, dtype: torch.dtype | None = None,
+             rank: int = 0, world: int = 1, names: list[str] | None = None) -> dict:
+    """mIoU, per-class IoU and pixel accuracy over whole images; predictions resized to the label size.
+
+    Each rank takes every world-th image; the confusion matrices are summed over ranks before computing.
+    """
+    from .metrics import ConfusionMatrix
+
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, device=device)
+    for index in range(rank, len(dataset), world):
+        image, label = dataset[index]  # (3, h, w), (H, W)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(image[None].to(device))  # (1, K, h/4, w/4)
+        logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+        matrix.update(logits.argmax(1)[0], label.to(device))
+    if world > 1:
+        matrix.reduce_()
+    model.train(was_training)
+    metrics = matrix.compute()
+    metrics["iou"] = [float(x) for x in metrics["iou"]]
+    if names:
+        metrics["classes"] = names
+    return metrics
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_atomic(state: dict, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a kill mid-save leaves the old file intact."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic on POSIX and Windows when both are on the same file system
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def rng_state() -> dict:
+    """Every random generator a step draws from, as tensors and ints (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                    gauss),
+            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def truncate_log(path: Path, iteration: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so a resumed log has no duplicates."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["iter"] <= iteration]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+# ----------------------------------------------------------------------------- signals and processes
+
+class StopRequest:
+    """Ctrl-C or SIGTERM (a scheduler's kill, torchrun's shutdown) ends the run after the current step,
+    saving latest.pt first, instead of losing everything since the last checkpoint."""
+
+    def __init__(self):
+        self.requested, self.previous = False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device): from torchrun's environment variables, else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world, device
+
+
+def any_rank(flag: bool, device: torch.device, world: int) -> bool:
+    """True on every rank if it is true on one: all ranks must stop (or save) together."""
+    if world == 1:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def build_model(cfg: TrainConfig, num_classes: int) -> SegFormer:
+    """From scratch, or with a pretrained encoder (e.g. nvidia/mit-b0) and a new decoder for ``num_classes``."""
+    if cfg.pretrained:
+        return SegFormer.from_pretrained(cfg.pretrained, num_classes=num_classes)
+    return SegFormer.from_config(cfg.model, num_classes=num_classes)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) the training ``cfg`` describes; returns a summary (losses of this call, metrics, timing)."""
+    rank, world, device = setup_distributed()
+    main = rank == 0
+    out = Path(cfg.out_dir)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    random.seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank; DDP also broadcasts rank 0's
+
+    train_set, names = datasets(cfg, "train")
+    val_set, _ = datasets(cfg, "val")
+    if cfg.val_images is not None:
+        val_set = Subset(val_set, range(min(cfg.val_images, len(val_set))))
+    num_classes = len(names)
+    if len(train_set) < world:
+        raise ValueError(f"{len(train_set)} training images cannot be split over {world} processes")
+
+    model = build_model(cfg, num_classes).to(device)
+    optimizer, scheduler = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult, cfg.max_iters,
+                                           cfg.warmup_iters, cfg.warmup_ratio, cfg.power)
+    dtype = autocast_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    start, best_miou, saved_at = 0, -1.0, None
+    latest = out / "latest.pt"
+    if cfg.resume and latest.exists():
+        state = torch.load(latest, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, best_miou, saved_at = state["iteration"], state["best_miou"], state["iteration"]
+        rng = state["rng"]
+        if len(rng) == world:
+            set_rng_state(rng[rank])
+        if main:
+            truncate_log(out / "train_log.jsonl", start)
+            truncate_log(out / "metrics.jsonl", start)
+            print(f"resumed from {latest.name} at iteration {start}")
+
+    train_model = model
+    if world > 1:
+        if device.type == "cuda":  # SyncBatchNorm runs on GPUs only; on CPU (gloo, tests) each rank keeps its BN
+            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        train_model = nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    from .transforms import seed_worker
+
+    sampler = InfiniteSampler(len(train_set), rank, world, cfg.seed, start=start * cfg.batch_size)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda", drop_last=True, worker_init_fn=seed_worker,
+                        persistent_workers=cfg.num_workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed + rank + start))  # leaves global RNG alone
+    batches = iter(loader)
+
+    def checkpoint(iteration: int) -> dict:
+        rng = [rng_state()]
+        if world > 1:
+            rng = [None] * world
+            dist.all_gather_object(rng, rng_state())
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
+                "best_miou": best_miou, "rng": rng, "config": asdict(cfg)}
+
+    def write_jsonl(name: str, record: dict) -> None:
+        with open(out / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.max_iters, initial=start, disable=not (main and cfg.progress), dynamic_ncols=True)
+    losses, metrics, status = [], None, "finished"
+    images_seen, run_time, tic = 0, 0.0, time.perf_counter()
+    iteration = start
+    train_model.train()
+    with StopRequest() as stop:
+        while iteration < cfg.max_iters:
+            if any_rank(stop.requested or iteration == cfg.stop_at, device, world):
+                status = "interrupted" if stop.requested else "stopped"
+                break
+            images, labels = next(batches)  # (B, 3, h, w), (B, h, w)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = segmentation_loss(train_model(images), labels)
+            mean_loss = loss.detach().clone()
+            if world > 1:
+                dist.all_reduce(mean_loss)
+                mean_loss /= world
+            if not math.isfinite(mean_loss.item()):  # before backward: no bad update reaches the weights
+                kept = f"{latest} (iteration {saved_at}) is kept" if saved_at is not None else "no checkpoint yet"
+                raise NonFiniteLossError(
+                    f"loss is {mean_loss.item()} at iteration {iteration + 1}: training stopped; {kept}. "
+                    f"Try a lower lr or --amp fp32, then --resume.")
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            lr, head_lr = scheduler.get_last_lr()[0], max(scheduler.get_last_lr())
+            scheduler.step()
+            iteration += 1
+            losses.append(mean_loss.item())
+            images_seen += images.shape[0] * world
+            bar.update()
+
+            if iteration % cfg.log_interval == 0 or iteration == cfg.max_iters:
+                elapsed = time.perf_counter() - tic
+                run_time += elapsed
+                speed = images_seen / elapsed
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+                if main:
+                    write_jsonl("train_log.jsonl", {"iter": iteration, "loss": losses[-1], "lr": lr,
+                                                    "head_lr": head_lr, "images_per_s": speed})
+                images_seen, tic = 0, time.perf_counter()
+            if iteration % cfg.val_interval == 0 or iteration == cfg.max_iters:
+                metrics = evaluate(model, val_set, num_classes, device, dtype, rank, world, names)
+                train_model.train()
+                improved = metrics["miou"] > best_miou
+                best_miou = max(best_miou, metrics["miou"])
+                state = checkpoint(iteration)
+                if main:
+                    write_jsonl("metrics.jsonl", {"iter": iteration} | metrics)
+                    bar.write(f"iter {iteration}: mIoU {metrics['miou']:.4f}, pixel acc {metrics['acc']:.4f}")
+                    save_atomic(state, latest)
+                    if improved:
+                        save_atomic(state, out / "best.pt")
+                saved_at = iteration
+                tic = time.perf_counter()  # validation time is not training throughput
+        run_time += time.perf_counter() - tic
+        if saved_at != iteration:
+            state = checkpoint(iteration)
+            if main:
+                save_atomic(state, latest)
+            saved_at = iteration
+    bar.close()
+
+    test_metrics = None
+    if main and iteration == cfg.max_iters:
+        plot_curves(out)
+        save_prediction_grid(model, val_set, cfg.dataset, out / "predictions.png")
+        if cfg.test:
+            best = torch.load(out / "best.pt", map_location=device, weights_only=True)
+            model.load_state_dict(best["model"])
+            test_set, _ = datasets(cfg, "test")
+            test_metrics = {"iter": best["iteration"]} | evaluate(model, test_set, num_classes, device, dtype,
+                                                                  names=names)
+            (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
+    if world > 1:
+        dist.barrier()
+    return {"status": status, "iteration": iteration, "losses": losses, "metrics": metrics,
+            "test_metrics": test_metrics, "best_miou": best_miou, "train_seconds": run_time,
+            "images_per_s": (iteration - start) * cfg.batch_size * world / max(run_time, 1e-9),
+            "model": model}
+
+
+# ----------------------------------------------------------------------------- figures a reader opens
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()] if Path(path).exists() else []
+
+
+def plot_curves(out_dir: str | Path):
+    """Training loss and validation mIoU against iterations, from the run's logs; saved as curves.png."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    log, val = read_jsonl(out_dir / "train_log.jsonl"), read_jsonl(out_dir / "metrics.jsonl")
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax_loss.plot([r["iter"] for r in log], [r["loss"] for r in log])
+    ax_loss.set(xlabel="iteration", ylabel="training loss (cross-entropy)", title="loss")
+    ax_miou.plot([r["iter"] for r in val], [100 * r["miou"] for r in val], marker="o")
+    ax_miou.set(xlabel="iteration", ylabel="validation mIoU (%)", title="mIoU")
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Path, count: int = 3):
+    """Rows of image | ground truth | prediction for the first ``count`` images, in the dataset's palette."""
+    import matplotlib.pyplot as plt
+
+    from . import palette as palettes
+    from .transforms import denormalize
+
+    colours = palettes.CAMVID_PALETTE if dataset_name == "camvid" else getattr(palettes, "ADE20K_PALETTE", None)
+    device = next(model.parameters()).device
+    fig, axes = plt.subplots(count, 3, figsize=(10, 2.6 * count), squeeze=False)
+    for row, index in enumerate(range(min(count, len(dataset)))):
+        image, label = dataset[index]
+        prediction = model.predict(image[None].to(device))[0].cpu()  # (h, w)
+        prediction = F.interpolate(prediction[None, None].float(), size=label.shape[-2:], mode="nearest")[0, 0]
+        panels = (denormalize(image), palettes.colorize(label, colours), palettes.colorize(prediction.long(), colours))
+        for ax, panel, title in zip(axes[row], panels, ("image", "ground truth", "prediction")):
+            ax.imshow(panel)
+            ax.set_title(title)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return fig
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """A flag per TrainConfig field (``--max-iters``, ``--crop-size H W``, ``--resume``/``--no-resume``...)."""
+    parser = argparse.ArgumentParser(prog="python -m segformer_edu.train", description=__doc__.split("\n")[0])
+    for f in fields(TrainConfig):
+        flag, kind = "--" + f.name.replace("_", "-"), f.type
+        options = [a for a in get_args(kind) if a is not type(None)] or [kind]  # X | None -> X
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+        elif get_origin(options[0]) is tuple:
+            parts = get_args(options[0])
+            parser.add_argument(flag, nargs=len(parts), type=parts[0], default=f.default, help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=options[0], default=f.default, help=f.metadata["help"])
+    return TrainConfig(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        result = train(cfg)
+    except (FileNotFoundError, NonFiniteLossError, ValueError) as error:  # a message, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", 0)) == 0:
+        summary = {k: v for k, v in result.items() if k not in ("losses", "model", "metrics")}
+        print(json.dumps(summary | {"miou": (result["metrics"] or {}).get("miou")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
