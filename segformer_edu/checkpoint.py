@@ -6,6 +6,7 @@
 import json
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -126,10 +127,13 @@ def resolve(source: str | Path) -> tuple[Path, dict | None]:
     return path, hf_config
 
 
-def check_and_load(module: nn.Module, state_dict: dict[str, Tensor], what: str, strict: bool = True) -> None:
-    """``load_state_dict`` with an error that lists the first offending keys of each kind."""
+def check_and_load(module: nn.Module, state_dict: dict[str, Tensor], what: str, may_miss: tuple[str, ...] = ()) -> None:
+    """``load_state_dict`` with an error that lists the first offending keys of each kind.
+
+    Keys of the module that start with one of ``may_miss`` may be absent (a classifier that starts fresh).
+    """
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict] if strict else []
+    missing = [k for k in expected if k not in state_dict and not k.startswith(may_miss)]
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
              for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
@@ -142,40 +146,35 @@ def check_and_load(module: nn.Module, state_dict: dict[str, Tensor], what: str, 
 
 
 def load_pretrained(cls, source, num_classes=None, config_name=None, **overrides):
+    """What ``SegFormer.from_pretrained`` does: resolve, read, convert, build the config, check, load."""
     weights, hf_config = resolve(source)
     state_dict, unknown = to_edu(read_state_dict(weights))
     if unknown:
         raise ValueError(f"{weights} has {len(unknown)} keys that are not SegFormer weights (first: {unknown[:SHOWN]})")
-    has_decoder = any(k.startswith("decoder.") for k in state_dict)
-    if not has_decoder and num_classes is None:
-        raise ValueError(f"{source} holds only an encoder (no decode head); pass num_classes=... for the new decoder")
-    if config_name is not None or hf_config is None:
-        config = SegFormerConfig.from_name(config_name or infer_config_name(state_dict), 150, **overrides)
-        if has_decoder:
-            config = SegFormerConfig.from_name(config_name or infer_config_name(state_dict),
-                                               state_dict["decoder.classifier.weight"].shape[0], **overrides)
-    else:
-        config = config_from_hf(hf_config)
-        if has_decoder:  # the classifier's shape is the truth when config.json and weights disagree
-            config = SegFormerConfig(**{**config.__dict__, "num_classes": state_dict["decoder.classifier.weight"].shape[0]})
-        if overrides:
-            config = SegFormerConfig(**{**config.__dict__, **overrides})
-    checkpoint_classes = config.num_classes if has_decoder else None
-    if num_classes is not None:
-        config = SegFormerConfig(**{**config.__dict__, "num_classes": num_classes})
-    model = cls(config)
-    if has_decoder and num_classes not in (None, checkpoint_classes):
-        log.info("checkpoint has %d classes, model %d: the classifier starts fresh", checkpoint_classes, num_classes)
+    if not any(k.startswith("decoder.") for k in state_dict):
+        if num_classes is None:
+            raise ValueError(f"{source} holds only an encoder (no decode head); pass num_classes=... for the new decoder")
+        model = cls(_config(state_dict, hf_config, config_name, num_classes, overrides))
+        check_and_load(model.encoder, {k.removeprefix("encoder."): v for k, v in state_dict.items()}, str(weights))
+        return model
+    classifier = state_dict.get("decoder.classifier.weight")
+    checkpoint_classes = classifier.shape[0] if classifier is not None else None  # truer than config.json
+    model = cls(_config(state_dict, hf_config, config_name, num_classes or checkpoint_classes, overrides))
+    fresh_classifier = num_classes is not None and num_classes != checkpoint_classes
+    if fresh_classifier:
+        log.info("checkpoint has %s classes, model %d: the classifier starts fresh", checkpoint_classes, num_classes)
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("decoder.classifier.")}
-    if has_decoder:
-        check_and_load(model, state_dict, str(weights), strict=False)
-        missing = [k for k in model.state_dict() if k not in state_dict and not k.startswith("decoder.classifier.")]
-        if missing:
-            raise ValueError(f"{weights} does not fit this model: {len(missing)} missing keys (first: {missing[:SHOWN]})")
-    else:
-        encoder_state = {k.removeprefix("encoder."): v for k, v in state_dict.items()}
-        check_and_load(model.encoder, encoder_state, str(weights))
+    check_and_load(model, state_dict, str(weights), may_miss=("decoder.classifier.",) if fresh_classifier else ())
     return model
+
+
+def _config(state_dict, hf_config, config_name, num_classes, overrides) -> SegFormerConfig:
+    """From ``config_name`` if given, else config.json if there is one, else the variant the weights match."""
+    if config_name is None and hf_config is not None:
+        config = replace(config_from_hf(hf_config), **overrides)
+    else:
+        config = SegFormerConfig.from_name(config_name or infer_config_name(state_dict), **overrides)
+    return replace(config, num_classes=num_classes or config.num_classes)
 
 
 def save_pretrained(model: nn.Module, folder: str | Path, layout: str = "hf") -> Path:

@@ -204,3 +204,18 @@ def test_hub_id_downloads_through_huggingface_hub(monkeypatch, images, tmp_path)
     assert ("nvidia/segformer-b0-finetuned-ade-512-512", "config.json") in requested
     with torch.no_grad():
         assert (ours(images) - hf(pixel_values=images).logits).abs().max().item() < 1e-4
+
+
+def test_new_num_classes_keeps_everything_but_the_classifier(saved_b0):
+    original = SegFormer.from_pretrained(saved_b0)
+    finetune = SegFormer.from_pretrained(saved_b0, num_classes=3)
+    assert finetune.decoder.classifier.out_channels == 3
+    kept = {k: v for k, v in original.state_dict().items() if not k.startswith("decoder.classifier.")}
+    assert all(torch.equal(finetune.state_dict()[k], v) for k, v in kept.items())
+
+
+def test_missing_classifier_is_an_error_unless_a_new_one_is_asked_for(saved_b0):
+    edit_weights(saved_b0, lambda s: s.pop("decode_head.classifier.weight"))
+    with pytest.raises(ValueError, match=r"missing keys.*decoder\.classifier\.weight"):
+        SegFormer.from_pretrained(saved_b0)
+    assert SegFormer.from_pretrained(saved_b0, num_classes=4).decoder.classifier.out_channels == 4
