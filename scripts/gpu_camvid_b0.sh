@@ -29,7 +29,7 @@ timeout --signal=TERM --kill-after=120 "$CHUNK" "$PYTHON" -m segformer_edu.train
     --test --resume --no-progress --out-dir "$OUT_DIR" || status=$?
 
 mkdir -p "$RESULTS"
-for name in train_log.jsonl metrics.jsonl test_metrics.json curves.png predictions.png; do
+for name in summary.json train_log.jsonl metrics.jsonl test_metrics.json curves.png predictions.png; do
     if [ -f "$OUT_DIR/$name" ]; then cp "$OUT_DIR/$name" "$RESULTS/"; fi
 done
 nvidia-smi --query-gpu=name --format=csv,noheader > "$RESULTS/gpu.txt" 2>/dev/null || true

@@ -278,7 +278,7 @@ def train(cfg: TrainConfig) -> dict:
     dtype = autocast_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    start, best_miou, saved_at = 0, -1.0, None
+    start, best_miou, saved_at, seconds_before = 0, -1.0, None, 0.0
     latest = out / "latest.pt"
     if cfg.resume and latest.exists():
         state = torch.load(latest, map_location=device, weights_only=True)
@@ -287,6 +287,7 @@ def train(cfg: TrainConfig) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start, best_miou, saved_at = state["iteration"], state["best_miou"], state["iteration"]
+        seconds_before = state["train_seconds"]
         rng = state["rng"]
         if len(rng) == world:
             set_rng_state(rng[rank])
@@ -318,7 +319,8 @@ def train(cfg: TrainConfig) -> dict:
             dist.all_gather_object(rng, rng_state())
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
-                "best_miou": best_miou, "rng": rng, "config": asdict(cfg)}
+                "best_miou": best_miou, "train_seconds": seconds_before + run_time, "rng": rng,
+                "config": asdict(cfg)}
 
     def write_jsonl(name: str, record: dict) -> None:
         with open(out / name, "a") as f:
@@ -328,7 +330,7 @@ def train(cfg: TrainConfig) -> dict:
 
     bar = tqdm(total=cfg.max_iters, initial=start, disable=not (main and cfg.progress), dynamic_ncols=True)
     losses, metrics, status = [], None, "finished"
-    images_seen, run_time, tic = 0, 0.0, time.perf_counter()
+    run_time, logged_time, logged_iteration = 0.0, 0.0, start  # seconds in training steps, not validation
     iteration = start
     train_model.train()
     with StopRequest() as stop:
@@ -336,6 +338,7 @@ def train(cfg: TrainConfig) -> dict:
             if any_rank(stop.requested or iteration == cfg.stop_at, device, world):
                 status = "interrupted" if stop.requested else "stopped"
                 break
+            tic = time.perf_counter()
             images, labels = next(batches)  # (B, 3, h, w), (B, h, w)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -357,18 +360,16 @@ def train(cfg: TrainConfig) -> dict:
             scheduler.step()
             iteration += 1
             losses.append(mean_loss.item())
-            images_seen += images.shape[0] * world
+            run_time += time.perf_counter() - tic
             bar.update()
 
             if iteration % cfg.log_interval == 0 or iteration == cfg.max_iters:
-                elapsed = time.perf_counter() - tic
-                run_time += elapsed
-                speed = images_seen / elapsed
+                speed = (iteration - logged_iteration) * cfg.batch_size * world / (run_time - logged_time)
+                logged_time, logged_iteration = run_time, iteration
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
                 if main:
                     write_jsonl("train_log.jsonl", {"iter": iteration, "loss": losses[-1], "lr": lr,
                                                     "head_lr": head_lr, "images_per_s": speed})
-                images_seen, tic = 0, time.perf_counter()
             if iteration % cfg.val_interval == 0 or iteration == cfg.max_iters:
                 metrics = evaluate(model, val_set, num_classes, device, dtype, rank, world, names)
                 train_model.train()
@@ -382,8 +383,6 @@ def train(cfg: TrainConfig) -> dict:
                     if improved:
                         save_atomic(state, out / "best.pt")
                 saved_at = iteration
-                tic = time.perf_counter()  # validation time is not training throughput
-        run_time += time.perf_counter() - tic
         if saved_at != iteration:
             state = checkpoint(iteration)
             if main:
@@ -391,8 +390,13 @@ def train(cfg: TrainConfig) -> dict:
             saved_at = iteration
     bar.close()
 
+    summary = {"status": status, "iteration": iteration, "best_miou": best_miou,
+               "train_seconds": seconds_before + run_time,  # over all resumed calls
+               "images_per_s": (iteration - start) * cfg.batch_size * world / max(run_time, 1e-9),  # this call
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "world_size": world}
     test_metrics = None
     if main and iteration == cfg.max_iters:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
         plot_curves(out)
         save_prediction_grid(model, val_set, cfg.dataset, out / "predictions.png")
         if cfg.test:
@@ -404,10 +408,7 @@ def train(cfg: TrainConfig) -> dict:
             (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
     if world > 1:
         dist.barrier()
-    return {"status": status, "iteration": iteration, "losses": losses, "metrics": metrics,
-            "test_metrics": test_metrics, "best_miou": best_miou, "train_seconds": run_time,
-            "images_per_s": (iteration - start) * cfg.batch_size * world / max(run_time, 1e-9),
-            "model": model}
+    return summary | {"losses": losses, "metrics": metrics, "test_metrics": test_metrics, "model": model}
 
 
 # ----------------------------------------------------------------------------- figures a reader opens
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if int(os.environ.get("RANK", 0)) == 0:
-        summary = {k: v for k, v in result.items() if k not in ("losses", "model", "metrics")}
+        summary = {k: v for k, v in result.items() if k not in ("losses", "model", "metrics", "test_metrics")}
         print(json.dumps(summary | {"miou": (result["metrics"] or {}).get("miou")}))
     return 0
 
