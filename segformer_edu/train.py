@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import UnionType
 from typing import get_args, get_origin
 
 import numpy as np
@@ -466,7 +467,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="python -m segformer_edu.train", description=__doc__.split("\n")[0])
     for f in fields(TrainConfig):
         flag, kind = "--" + f.name.replace("_", "-"), f.type
-        options = [a for a in get_args(kind) if a is not type(None)] or [kind]  # X | None -> X
+        options = [a for a in get_args(kind) if a is not type(None)] if get_origin(kind) is UnionType else [kind]
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
         elif get_origin(options[0]) is tuple:
@@ -474,7 +475,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             parser.add_argument(flag, nargs=len(parts), type=parts[0], default=f.default, help=f.metadata["help"])
         else:
             parser.add_argument(flag, type=options[0], default=f.default, help=f.metadata["help"])
-    return TrainConfig(**vars(parser.parse_args(argv)))
+    values = vars(parser.parse_args(argv))
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
