@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny CamVid written by the tests, and the team's real CamVid beside the checkout."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SPLITS = {"train": 6, "val": 3, "test": 2}
+
+
+def write_sample(image_path: Path, label_path: Path, rng: np.random.Generator, size=(48, 64)) -> None:
+    """A random RGB image and a label of horizontal bands of classes 0..10 with a void (11) block in a corner."""
+    height, width = size
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(image_path)
+    bands = rng.permutation(11)[:4]  # four classes, top to bottom
+    label = np.repeat(bands, -(-height // 4))[:height, None].repeat(width, 1).astype(np.uint8)  # (H, W)
+    label[:8, :8] = 11
+    Image.fromarray(label).save(label_path)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    """A CamVid-layout folder (6 train, 3 val, 2 test samples, 64x48) with .jpg and .png images; its path."""
+    root = tmp_path / "camvid"
+    rng = np.random.default_rng(0)
+    for split, count in SPLITS.items():
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for index in range(count):
+            suffix = ".jpg" if index % 2 else ".png"  # pairing must not depend on the image format
+            write_sample(root / split / f"{split}_{index:03d}{suffix}", root / f"{split}annot" / f"{split}_{index:03d}.png", rng)
+    return root
+
+
+@pytest.fixture
+def camvid_root() -> Path:
+    """The team's real CamVid at <repo>/../shared/data/camvid; the test is skipped where it is absent."""
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+    if not root.is_dir():
+        pytest.skip(f"no CamVid at {root}")
+    return root
