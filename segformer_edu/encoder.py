@@ -98,8 +98,7 @@ class MixTransformer(nn.Module):
     def __init__(self, config: SegFormerConfig):
         super().__init__()
         self.config = config
-        # as the official code: float32 linspace; on the CPU even when the model is built on the meta device
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
         starts = [sum(config.depths[:i]) for i in range(config.num_stages)]
         in_dims = (config.in_channels,) + config.embed_dims[:-1]
         self.stages = nn.ModuleList(
