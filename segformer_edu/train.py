@@ -90,11 +90,11 @@ def datasets(cfg: TrainConfig, split: str):
     else:
         transform = EvalTransform(scale=tuple(cfg.val_scale) if cfg.val_scale else None)
     if cfg.dataset == "camvid":
-        names = list(data.CAMVID_CLASSES)[:11]
+        names = list(data.CAMVID_CLASSES)
         return data.camvid(cfg.data_root, split=split, transform=transform), names
     if cfg.dataset == "ade20k":
         ade_split = {"train": "training", "val": "validation"}[split]
-        names = list(getattr(data, "ADE20K_CLASSES", [str(i) for i in range(150)]))
+        names = list(data.ADE20K_CLASSES)
         return data.ade20k(cfg.data_root, split=ade_split, transform=transform), names
     raise ValueError(f"unknown dataset {cfg.dataset!r}: camvid or ade20k")
 
@@ -442,7 +442,7 @@ def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Pat
     from . import palette as palettes
     from .transforms import denormalize
 
-    colours = palettes.CAMVID_PALETTE if dataset_name == "camvid" else getattr(palettes, "ADE20K_PALETTE", None)
+    colours = palettes.CAMVID_PALETTE if dataset_name == "camvid" else palettes.ADE20K_PALETTE
     device = next(model.parameters()).device
     fig, axes = plt.subplots(count, 3, figsize=(10, 2.6 * count), squeeze=False)
     for row, index in enumerate(range(min(count, len(dataset)))):

@@ -1,0 +1,194 @@
+"""The trainer (book chapter 8): recipe, resume, atomic checkpoints, NaN stop, signals, DDP on 2 CPU processes, CLI."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from segformer_edu import SegFormer, train as trainer
+from segformer_edu.schedule import build_optimizer, lr_factor, param_groups
+from segformer_edu.train import NonFiniteLossError, TrainConfig, save_atomic, segmentation_loss
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cfg(tiny_dataset, tmp_path):
+    """B0 on 64x64 crops of the tiny dataset: a few iterations take a second."""
+    return TrainConfig(dataset="camvid", data_root=str(tiny_dataset), out_dir=str(tmp_path / "run"),
+                       crop_size=(64, 64), scale=(128, 64), batch_size=2, max_iters=6, lr=6e-4, warmup_iters=2,
+                       val_interval=3, val_images=2, log_interval=1, num_workers=0, progress=False)
+
+
+def test_param_groups_no_decay_on_norms_and_biases_head_lr_x10():
+    model = SegFormer.from_config("b0", num_classes=11)
+    groups = {g["name"]: g for g in param_groups(model, lr=6e-5, weight_decay=0.01)}
+    assert set(groups) == {"encoder", "encoder_no_decay", "decoder", "decoder_no_decay"}
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_group = {names[id(p)]: g for g in groups.values() for p in g["params"]}
+    assert in_group["encoder.stages.0.blocks.0.norm1.weight"]["weight_decay"] == 0.0  # LayerNorm
+    assert in_group["encoder.stages.0.blocks.0.attn.q.bias"]["weight_decay"] == 0.0  # bias
+    assert in_group["decoder.fuse.1.weight"]["weight_decay"] == 0.0  # the decoder's BatchNorm
+    assert in_group["encoder.stages.0.blocks.0.attn.q.weight"]["weight_decay"] == 0.01
+    assert in_group["decoder.fuse.0.weight"]["weight_decay"] == 0.01
+    assert in_group["decoder.classifier.weight"]["lr"] == pytest.approx(6e-4)  # head lr x10
+    assert in_group["encoder.stages.3.norm.weight"]["lr"] == pytest.approx(6e-5)
+
+
+def test_lr_schedule_is_warmup_then_poly():
+    max_iters, warmup = 1000, 100
+    model = SegFormer.from_config("b0", num_classes=3)
+    optimizer, scheduler = build_optimizer(model, lr=6e-5, max_iters=max_iters, warmup_iters=warmup)
+    seen = {}
+    for it in range(max_iters):
+        seen[it] = [g["lr"] for g in optimizer.param_groups]
+        optimizer.step()
+        scheduler.step()
+    for it in (0, 50, 99, 100, 500, 999):
+        poly = 1 - it / max_iters
+        ramp = 1 - (1 - it / warmup) * (1 - 1e-6) if it < warmup else 1.0
+        assert lr_factor(it, max_iters, warmup) == pytest.approx(poly * ramp)
+        assert seen[it][0] == pytest.approx(6e-5 * poly * ramp)  # encoder
+        assert max(seen[it]) == pytest.approx(6e-4 * poly * ramp)  # decoder, x10
+    assert lr_factor(0, max_iters, warmup) == pytest.approx(1e-6)
+    assert lr_factor(max_iters, max_iters, warmup) == 0.0
+
+
+def test_recipe_overfits_one_batch():
+    torch.manual_seed(0)
+    model = SegFormer.from_config("b0", num_classes=4)
+    optimizer, scheduler = build_optimizer(model, lr=1e-3, max_iters=30, warmup_iters=0)
+    blocks = torch.randint(0, 4, (2, 1, 4, 4)).float()  # a 4x4 layout of classes per image
+    labels = torch.nn.functional.interpolate(blocks, size=(64, 64), mode="nearest")[:, 0].long()  # (2, 64, 64)
+    images = torch.randn(2, 3, 64, 64)
+    labels[:, :8] = 255  # ignored pixels take no part
+    losses = []
+    for _ in range(30):
+        loss = segmentation_loss(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_loss_ignores_255_and_upsamples_to_label_size():
+    logits = torch.randn(1, 3, 4, 4)
+    labels = torch.full((1, 16, 16), 255)
+    labels[0, 0, 0] = 2
+    up = torch.nn.functional.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False)
+    expected = -torch.log_softmax(up[0, :, 0, 0], dim=0)[2]
+    torch.testing.assert_close(segmentation_loss(logits, labels), expected)
+
+
+def test_short_run_writes_everything_a_reader_opens(cfg):
+    result = trainer.train(cfg)
+    assert result["status"] == "finished" and result["iteration"] == 6
+    assert len(result["losses"]) == 6 and all(math.isfinite(x) for x in result["losses"])
+    out = Path(cfg.out_dir)
+    for name in ("latest.pt", "best.pt", "train_log.jsonl", "metrics.jsonl", "curves.png", "predictions.png",
+                 "summary.json"):
+        assert (out / name).exists(), name
+    assert [json.loads(line)["iter"] for line in (out / "train_log.jsonl").open()] == [1, 2, 3, 4, 5, 6]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert [m["iter"] for m in metrics] == [3, 6]
+    assert len(metrics[-1]["iou"]) == 11 and 0 <= metrics[-1]["miou"] <= 1
+    state = torch.load(out / "latest.pt", weights_only=True)  # our own format loads without pickle
+    assert state["iteration"] == 6 and state["config"]["max_iters"] == 6
+    assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "rng", "best_miou"}
+
+
+def test_resume_continues_the_uninterrupted_loss_curve(cfg, tmp_path):
+    full = trainer.train(replace(cfg, out_dir=str(tmp_path / "full"), val_interval=100))
+    first = trainer.train(replace(cfg, val_interval=100, stop_at=3))
+    assert first["status"] == "stopped" and first["iteration"] == 3
+    assert torch.load(Path(cfg.out_dir) / "latest.pt", weights_only=True)["iteration"] == 3
+    second = trainer.train(replace(cfg, val_interval=100, resume=True))
+    assert second["iteration"] == 6 and len(second["losses"]) == 3
+    torch.testing.assert_close(torch.tensor(first["losses"] + second["losses"]), torch.tensor(full["losses"]))
+    log = [json.loads(line)["iter"] for line in (Path(cfg.out_dir) / "train_log.jsonl").open()]
+    assert log == [1, 2, 3, 4, 5, 6]  # nothing lost, nothing twice
+
+
+def test_atomic_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    save_atomic({"iteration": 3}, path)
+
+    def save_then_die(obj, f):
+        Path(f).write_bytes(b"half a checkpoi")  # the kill comes mid-write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"iteration": 6}, path)
+    assert torch.load(path, weights_only=True) == {"iteration": 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temporary file left behind
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(cfg, monkeypatch):
+    calls = []
+
+    def loss_turning_nan(logits, labels):
+        calls.append(1)
+        loss = segmentation_loss(logits, labels)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(trainer, "segmentation_loss", loss_turning_nan)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 5.*iteration 3\) is kept"):
+        trainer.train(cfg)
+    state = torch.load(Path(cfg.out_dir) / "latest.pt", weights_only=True)
+    assert state["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_sigterm_saves_latest_and_stops(cfg, monkeypatch):
+    calls = []
+
+    def loss_with_a_kill(logits, labels):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step: the step finishes, then the run stops
+        return segmentation_loss(logits, labels)
+
+    monkeypatch.setattr(trainer, "segmentation_loss", loss_with_a_kill)
+    result = trainer.train(replace(cfg, val_interval=100))
+    assert result["status"] == "interrupted" and result["iteration"] == 2
+    assert torch.load(Path(cfg.out_dir) / "latest.pt", weights_only=True)["iteration"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def run_cli(*args, env_extra=None, timeout=120):
+    env = os.environ | {"OMP_NUM_THREADS": "1"} | (env_extra or {})
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_ddp_on_two_cpu_processes_only_rank0_writes(cfg):
+    out = Path(cfg.out_dir)
+    done = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segformer_edu.train",
+                   "--data-root", cfg.data_root, "--out-dir", str(out), "--crop-size", "64", "64",
+                   "--scale", "128", "64", "--batch-size", "1", "--max-iters", "3", "--val-interval", "3",
+                   "--val-images", "2", "--log-interval", "1", "--num-workers", "0", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "latest.pt", "metrics.jsonl",
+                                                     "predictions.png", "summary.json", "train_log.jsonl"]
+    assert [json.loads(line)["iter"] for line in (out / "train_log.jsonl").open()] == [1, 2, 3]  # one writer
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len(torch.load(out / "latest.pt", weights_only=True)["rng"]) == 2  # every rank's RNG state
+
+
+def test_cli_help_and_missing_data_message(tmp_path):
+    shown = run_cli("-m", "segformer_edu.train", "--help")
+    assert shown.returncode == 0 and "--max-iters" in shown.stdout and "--pretrained" in shown.stdout
+    missing = run_cli("-m", "segformer_edu.train", "--data-root", str(tmp_path / "nowhere"),
+                      "--out-dir", str(tmp_path / "run"))
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
