@@ -5,7 +5,9 @@ SegFormer's configs (``configs/_base_/datasets/ade20k.py`` in NVlabs/SegFormer) 
     -> RandomFlip(0.5) -> PhotoMetricDistortion -> Normalize(ImageNet) -> Pad(512x512, image 0, label 255)
 and test with a keep-ratio Resize to (2048, 512) of the image alone: the prediction is resized to the label.
 Images are resized bilinearly, labels by nearest neighbour, so a label only ever holds values it had (or 255).
-Resizing goes through ``F.interpolate`` without antialiasing, which samples as OpenCV's INTER_LINEAR/NEAREST do.
+Resizing goes through ``F.interpolate`` without antialiasing, which samples as OpenCV's INTER_LINEAR/NEAREST do
+(mmcv's backend). Checked against OpenCV 5.0 on a random 480x360 image: nearest labels identical; bilinear images and
+the HSV conversions of the photometric distortion within one grey level (OpenCV rounds in fixed point).
 """
 
 import random
@@ -87,7 +89,7 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     r = np.choose(index, [value, q, p, p, t, value])
     g = np.choose(index, [t, value, value, q, p, p])
     b = np.choose(index, [p, p, t, value, value, q])
-    return np.clip(np.round(np.stack([r, g, b], -1)), 0, 255).astype(np.uint8)
+    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)  # truncates, as OpenCV's 8-bit conversion
 
 
 def _convert(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:

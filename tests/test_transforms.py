@@ -125,7 +125,7 @@ def test_hsv_matches_opencv_units():
     hsv = rgb_to_hsv(image).astype(float)
     hue_error = np.abs((hsv[..., 0] - reference[..., 0] + 90) % 180 - 90)  # hue is circular
     assert hue_error.max() <= 0.5 + 1e-6 and np.abs(hsv[..., 1:] - reference[..., 1:]).max() <= 0.5 + 1e-6
-    assert np.abs(hsv_to_rgb(rgb_to_hsv(image)).astype(int) - image).max() <= 4  # hue kept in 2-degree steps
+    assert np.abs(hsv_to_rgb(rgb_to_hsv(image)).astype(int) - image).max() <= 6  # hue in 2-degree steps, as OpenCV
 
 
 def test_photometric_distortion_changes_colours_only():
