@@ -83,7 +83,8 @@ def read_label(path: str | Path) -> np.ndarray:
 
 
 def check_label(label: np.ndarray, num_classes: int, path: str | Path) -> np.ndarray:
-    """``label`` as uint8 if every value is a class 0..num_classes-1 or IGNORE_INDEX, else ValueError naming ``path``."""
+    """``label`` as uint8 if every value is a class 0..num_classes-1 or IGNORE_INDEX; else a ValueError naming
+    ``path``."""
     values = np.unique(label)
     bad = values[((values < 0) | (values >= num_classes)) & (values != IGNORE_INDEX)]
     if bad.size:
@@ -97,7 +98,8 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in suffixes:
             if path.stem in files:
-                raise ValueError(f"two files with the stem {path.stem!r} in {folder}: {files[path.stem].name}, {path.name}")
+                raise ValueError(f"two files with the stem {path.stem!r} in {folder}: "
+                                 f"{files[path.stem].name}, {path.name}")
             files[path.stem] = path
     return files
 
@@ -252,7 +254,8 @@ def download(url: str, path: Path, chunk_size: int = 1 << 20) -> Path:
             f"arrived. Without internet, copy the dataset by hand and set SEGFORMER_DATA to the folder holding it."
         ) from error
     if total is not None and part.stat().st_size != total:
-        raise ConnectionError(f"download of {url} stopped at {part.stat().st_size} of {total} bytes; call again to resume")
+        raise ConnectionError(f"download of {url} stopped at {part.stat().st_size} of {total} bytes; "
+                              f"call again to resume")
     part.replace(path)
     return path
 
@@ -292,7 +295,8 @@ def _fetch(url: str, member: str, folder: str, dest) -> Path:
         extract(archive, member, target)
     except zipfile.BadZipFile as error:
         archive.unlink()  # a damaged archive would fail again: the next call downloads it anew
-        raise ValueError(f"{url} gave a damaged zip ({error}); it was deleted, call again to download it anew") from error
+        raise ValueError(f"{url} gave a damaged zip ({error}); it was deleted, call again to download it anew"
+                         ) from error
     archive.unlink()  # the extracted folder is the cache
     return target
 

@@ -48,7 +48,8 @@ def normalize(image: np.ndarray) -> torch.Tensor:
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
     """Normalised float (3, H, W) -> uint8 RGB (H, W, 3) for plotting."""
-    x = image.detach().float().cpu() * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]  # (3, 1, 1)
+    x = image.detach().float().cpu() * std + mean
     return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
@@ -72,7 +73,8 @@ def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
     value = rgb.max(-1)
     chroma = value - rgb.min(-1)
     safe = np.maximum(chroma, 1e-6)
-    sector = np.select([chroma == 0, value == r, value == g], [0, (g - b) / safe, 2 + (b - r) / safe], 4 + (r - g) / safe)
+    sector = np.select([chroma == 0, value == r, value == g],  # which channel is the maximum, in 60-degree sectors
+                       [0, (g - b) / safe, 2 + (b - r) / safe], 4 + (r - g) / safe)
     hue = np.round(sector * 30) % 180  # 60 degrees per sector, stored halved to fit a byte
     saturation = np.round(255 * chroma / np.maximum(value, 1e-6))
     return np.stack([hue, saturation, value], -1).astype(np.uint8)

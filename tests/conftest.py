@@ -29,7 +29,8 @@ def tiny_dataset(tmp_path) -> Path:
         (root / f"{split}annot").mkdir()
         for index in range(count):
             suffix = ".jpg" if index % 2 else ".png"  # pairing must not depend on the image format
-            write_sample(root / split / f"{split}_{index:03d}{suffix}", root / f"{split}annot" / f"{split}_{index:03d}.png", rng)
+            name = f"{split}_{index:03d}"
+            write_sample(root / split / f"{name}{suffix}", root / f"{split}annot" / f"{name}.png", rng)
     return root
 
 

@@ -19,7 +19,8 @@ def test_tiny_camvid_pairs_by_stem_across_image_formats(tiny_dataset):
     train = data.camvid(tiny_dataset, "train")
     assert [len(data.camvid(tiny_dataset, split)) for split in ("train", "val", "test")] == [6, 3, 2]
     assert {p.suffix for p in train.image_paths} == {".jpg", ".png"}
-    assert [p.stem for p in train.image_paths] == [p.stem for p in train.label_paths] == sorted(p.stem for p in train.label_paths)
+    stems = [p.stem for p in train.label_paths]
+    assert [p.stem for p in train.image_paths] == stems == sorted(stems)
     image, label = train[1]
     assert image.shape == (3, 48, 64) and image.dtype == torch.float32
     assert label.shape == (48, 64) and label.dtype == torch.long
