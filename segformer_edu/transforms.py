@@ -1,13 +1,13 @@
 """The paper's data pipeline: mmseg's training augmentation and test-time resize, in numpy + torch (book chapter 8).
 
-SegFormer's configs (``configs/_base_/datasets/ade20k.py`` in NVlabs/SegFormer) train with
+SegFormer's ADE20K config (``local_configs/_base_/datasets/ade20k_repeat.py`` in NVlabs/SegFormer) trains with
     Resize(img_scale=(2048, 512), ratio_range=(0.5, 2.0)) -> RandomCrop(512x512, cat_max_ratio=0.75)
     -> RandomFlip(0.5) -> PhotoMetricDistortion -> Normalize(ImageNet) -> Pad(512x512, image 0, label 255)
-and test with a keep-ratio Resize to (2048, 512) of the image alone: the prediction is resized to the label.
-Images are resized bilinearly, labels by nearest neighbour, so a label only ever holds values it had (or 255).
-Resizing goes through ``F.interpolate`` without antialiasing, which samples as OpenCV's INTER_LINEAR/NEAREST do
-(mmcv's backend). Checked against OpenCV 5.0 on a random 480x360 image: nearest labels identical; bilinear images and
-the HSV conversions of the photometric distortion within one grey level (OpenCV rounds in fixed point).
+and tests with AlignedResize (keep-ratio to (2048, 512), sides rounded up to multiples of 32) of the image alone:
+the prediction is resized to the label. Images are resized bilinearly, labels by nearest neighbour, so a label only
+ever holds values it had (or 255). Resizing goes through ``F.interpolate`` without antialiasing, which samples as
+OpenCV's INTER_LINEAR/NEAREST (mmcv's backend) do. Checked against OpenCV 5.0 on a random 480x360 image: nearest
+labels identical; bilinear images and the HSV conversions of the photometric distortion within one level of 255.
 """
 
 import random
@@ -205,15 +205,23 @@ class TrainTransform:
 class EvalTransform:
     """Test time: optionally a keep-ratio resize of the image to ``scale`` (long, short side), then normalise.
 
-    The label keeps its size: the prediction is resized to it, so the metric is computed at full resolution.
+    With a ``scale``, the official SegFormer test pipeline (its ``AlignedResize``) resizes a second time so that both
+    sides are multiples of ``size_divisor`` (ADE20K 683x512 -> 704x512). The label keeps its size: the prediction
+    is resized to it, so the metric is computed at the label's full resolution.
     """
 
-    def __init__(self, scale=None):
+    def __init__(self, scale=None, size_divisor: int | None = 32):
         self.scale = tuple(scale) if scale else None
+        self.size_divisor = size_divisor
 
     def __call__(self, image, label) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = _as_arrays(image, label)
         if self.scale:
             width, height = rescale_size(image.shape[1], image.shape[0], self.scale)
             image = resize_image(image, (height, width))
+            if self.size_divisor:
+                divisor = self.size_divisor
+                aligned = (-(-height // divisor) * divisor, -(-width // divisor) * divisor)  # rounded up
+                if aligned != (height, width):
+                    image = resize_image(image, aligned)
         return normalize(image), torch.from_numpy(label.astype(np.int64))

@@ -137,8 +137,10 @@ def test_photometric_distortion_changes_colours_only():
 
 def test_eval_transform_resizes_the_image_only_and_denormalize_inverts_normalize():
     image, label = sample()
-    x, y = EvalTransform(scale=(32, 24))(Image.fromarray(image), label)
+    x, y = EvalTransform(scale=(32, 24), size_divisor=None)(Image.fromarray(image), label)
     assert x.shape == (3, 24, 32) and torch.equal(y, torch.from_numpy(label.astype(np.int64)))
+    x, y = EvalTransform(scale=(2048, 512))(np.zeros((360, 480, 3), np.uint8), np.zeros((360, 480), np.uint8))
+    assert x.shape == (3, 512, 704) and y.shape == (360, 480)  # 683x512, then sides rounded up to multiples of 32
     x, _ = EvalTransform()(image, label)
     assert torch.allclose(x, normalize(image)) and np.array_equal(denormalize(x), image)
     assert torch.allclose(x.mean((1, 2)), (torch.tensor(image / 255.0).float().mean((0, 1)) - torch.tensor(
