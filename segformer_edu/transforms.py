@@ -7,7 +7,8 @@ and tests with AlignedResize (keep-ratio to (2048, 512), sides rounded up to mul
 the prediction is resized to the label. Images are resized bilinearly, labels by nearest neighbour, so a label only
 ever holds values it had (or 255). Resizing goes through ``F.interpolate`` without antialiasing, which samples as
 OpenCV's INTER_LINEAR/NEAREST (mmcv's backend) do. Checked against OpenCV 5.0 on a random 480x360 image: nearest
-labels identical; bilinear images and the HSV conversions of the photometric distortion within one level of 255.
+labels identical; bilinear images and the HSV conversions of the photometric distortion within one level (of 255;
+of 180 for hue).
 """
 
 import random

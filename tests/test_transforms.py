@@ -128,7 +128,7 @@ def test_hsv_matches_opencv_units():
     assert np.abs(hsv_to_rgb(rgb_to_hsv(image)).astype(int) - image).max() <= 6  # hue in 2-degree steps, as OpenCV
 
 
-def test_photometric_distortion_changes_colours_only():
+def test_photometric_distortion_keeps_shape_and_type_and_changes_colours():
     image, _ = sample()
     outputs = [photometric_distortion(image, np.random.default_rng(seed)) for seed in range(4)]
     assert all(out.shape == image.shape and out.dtype == np.uint8 for out in outputs)
