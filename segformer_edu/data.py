@@ -20,6 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .transforms import EvalTransform
+
 IGNORE_INDEX = 255  # left out of the loss and the metric; the label padding; CamVid's void and ADE20K's "other"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -115,11 +117,7 @@ class SegmentationFolder(Dataset):
     def __init__(self, image_dir, label_dir, num_classes: int, transform=None, label_map=None):
         self.image_dir, self.label_dir = Path(image_dir), Path(label_dir)
         self.num_classes, self.label_map = num_classes, label_map
-        if transform is None:
-            from .transforms import EvalTransform
-
-            transform = EvalTransform()
-        self.transform = transform
+        self.transform = transform if transform is not None else EvalTransform()
         missing = [str(d) for d in (self.image_dir, self.label_dir) if not d.is_dir()]
         if missing:
             raise FileNotFoundError(f"dataset folder not found: {', '.join(missing)}")
