@@ -168,9 +168,18 @@ def count_params(model: nn.Module) -> dict[tuple[str, str], int]:
 
 
 def meta_model(name: str = "b0", num_classes: int = 150, **overrides) -> SegFormer:
-    """A SegFormer whose tensors live on ``torch.device("meta")``: shapes only, built and run for free."""
-    with torch.device("meta"):
-        return SegFormer.from_config(name, num_classes, **overrides)
+    """A SegFormer whose tensors live on ``torch.device("meta")``: shapes only, built and run for free.
+
+    The encoder reads its stochastic-depth rates with ``torch.linspace(...).tolist()``, which needs real
+    numbers, so while the model is built linspace alone stays on the CPU.
+    """
+    linspace = torch.linspace
+    torch.linspace = lambda *args, **kwargs: linspace(*args, **{"device": "cpu", **kwargs})
+    try:
+        with torch.device("meta"):
+            return SegFormer.from_config(name, num_classes, **overrides)
+    finally:
+        torch.linspace = linspace
 
 
 def total(counts: dict, part: str | None = None) -> int:
