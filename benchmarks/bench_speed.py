@@ -45,6 +45,12 @@ def device_slug(device: torch.device) -> str:
     return "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name(device).lower()).strip("_")
 
 
+def cpu_name() -> str:
+    info = Path("/proc/cpuinfo")
+    names = re.findall(r"model name\s*:\s*(.*)", info.read_text()) if info.exists() else []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def peak_tflops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None  # CPU peaks depend on the exact part and its vector units: not claimed here
@@ -169,7 +175,7 @@ def main():
             torch.cuda.empty_cache()
 
     result = dict(device=device.type, device_name=torch.cuda.get_device_name(device) if device.type == "cuda"
-                  else platform.processor() or platform.machine(), threads=torch.get_num_threads(),
+                  else cpu_name(), threads=torch.get_num_threads(),
                   load_average=os.getloadavg()[0],  # other processes sharing the machine make timings noisy
                   torch=torch.__version__, settings={k: str(v) for k, v in vars(args).items() if k != "out"}, rows=rows)
     out.parent.mkdir(parents=True, exist_ok=True)
