@@ -93,6 +93,8 @@ def datasets(cfg: TrainConfig, split: str):
         names = list(data.CAMVID_CLASSES)
         return data.camvid(cfg.data_root, split=split, transform=transform), names
     if cfg.dataset == "ade20k":
+        if split == "test":
+            raise ValueError("ADE20K's test images come without labels: evaluate on its val split (drop --test)")
         ade_split = {"train": "training", "val": "validation"}[split]
         names = list(data.ADE20K_CLASSES)
         return data.ade20k(cfg.data_root, split=ade_split, transform=transform), names
@@ -265,6 +267,7 @@ def train(cfg: TrainConfig) -> dict:
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank; DDP also broadcasts rank 0's
 
+    test_set = datasets(cfg, "test")[0] if cfg.test else None  # first: a missing test split fails before training
     train_set, names = datasets(cfg, "train")
     val_set, _ = datasets(cfg, "val")
     if cfg.val_images is not None:
@@ -403,7 +406,6 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.test:
             best = torch.load(out / "best.pt", map_location=device, weights_only=True)
             model.load_state_dict(best["model"])
-            test_set, _ = datasets(cfg, "test")
             test_metrics = {"iter": best["iteration"]} | evaluate(model, test_set, num_classes, device, dtype,
                                                                   names=names)
             (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))

@@ -192,3 +192,15 @@ def test_cli_help_and_missing_data_message(tmp_path):
                       "--out-dir", str(tmp_path / "run"))
     assert missing.returncode == 1
     assert missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
+
+
+def test_ade20k_test_split_is_refused_before_any_training(tmp_path):
+    root = tmp_path / "ADEChallengeData2016"
+    for split in ("training", "validation"):
+        for kind in ("images", "annotations"):
+            (root / kind / split).mkdir(parents=True)
+    cfg = TrainConfig(dataset="ade20k", data_root=str(root), out_dir=str(tmp_path / "run"), test=True,
+                      max_iters=2, num_workers=0, progress=False)
+    with pytest.raises(ValueError, match="without labels.*drop --test"):
+        trainer.train(cfg)
+    assert not (tmp_path / "run" / "latest.pt").exists()
