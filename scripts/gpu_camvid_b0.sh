@@ -3,6 +3,12 @@
 #
 # Run from the repository root, with CamVid at ../shared/data/camvid, $SEGFORMER_DATA or ~/.cache/segformer_edu:
 #     bash scripts/gpu_camvid_b0.sh
+# On the team's lent GPU machine (the device tool), which sees the checkout but not ../shared: copy CamVid into a
+# folder of the checkout that git ignores, carry it, and point SEGFORMER_DATA at it (that machine's python3 has
+# torch, transformers, einops, safetensors and tqdm; the package runs from the checkout):
+#     echo /.data/ >> .git/info/exclude && mkdir -p .data && cp -r ../shared/data/camvid .data/
+#     device run, carry [".data"]:  SEGFORMER_DATA=.data PYTHON=python3 bash scripts/gpu_camvid_b0.sh
+# runs/ is not carried back: copy $RESULTS into $OUT to keep the results (and latest.pt, to resume on a fresh machine).
 # Each call trains for at most CHUNK seconds; then SIGTERM makes the trainer save latest.pt and exit, and the
 # next call resumes from it (--resume), so a 10-minute command limit is no obstacle. Call it again until it
 # says "finished". The small results (logs, metrics, figures; never checkpoints) are copied to RESULTS.
