@@ -8,7 +8,8 @@
 # torch, transformers, einops, safetensors and tqdm; the package runs from the checkout):
 #     echo /.data/ >> .git/info/exclude && mkdir -p .data && cp -r ../shared/data/camvid .data/
 #     device run, carry [".data"]:  SEGFORMER_DATA=.data PYTHON=python3 bash scripts/gpu_camvid_b0.sh
-# runs/ is not carried back: copy $RESULTS into $OUT to keep the results (and latest.pt, to resume on a fresh machine).
+# runs/ stays there between calls only while the machine is warm, and latest.pt (45 MB: weights and AdamW moments) is
+# larger than a file that comes back through $OUT (16 MiB): make the calls back to back, then copy $RESULTS to $OUT.
 # Each call trains for at most CHUNK seconds; then SIGTERM makes the trainer save latest.pt and exit, and the
 # next call resumes from it (--resume), so a 10-minute command limit is no obstacle. Call it again until it
 # says "finished". The small results (logs, metrics, figures; never checkpoints) are copied to RESULTS.
