@@ -13,7 +13,7 @@ from .encoder import MixTransformer
 
 
 def init_weights(module: nn.Module) -> None:
-    """The official initialisation: truncated normal (std 0.02) for linears, fan-out normal for convs."""
+    """The official encoder's initialisation: truncated normal (std 0.02) for linears, fan-out normal for convs."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -36,8 +36,11 @@ class SegFormer(nn.Module):
         self.config = config
         self.encoder = MixTransformer(config)
         self.decoder = AllMLPDecoder(config.embed_dims, config.decoder_dim, config.num_classes, config.decoder_dropout)
-        self.apply(init_weights)
-        nn.init.normal_(self.decoder.classifier.weight, 0.0, 0.01)  # mmseg's init of the segmentation conv
+        # As the official code: the encoder initialises itself; in the decoder only the fuse ConvModule does
+        # (mmcv's kaiming fan-out, the same rule). linear_c and the classifier (official ``linear_pred``) keep
+        # PyTorch's default init: mmseg's normal_init(std=0.01) hits its unused ``conv_seg``, not them.
+        self.encoder.apply(init_weights)
+        self.decoder.fuse.apply(init_weights)
 
     @classmethod
     def from_config(cls, name: str = "b0", num_classes: int = 150, **overrides) -> "SegFormer":

@@ -1,34 +1,48 @@
 """The paper's optimisation recipe: AdamW, head lr x10, linear warm-up then poly decay (book chapter 8).
 
 The official settings (mmseg ``configs/segformer``): AdamW lr 6e-5, betas (0.9, 0.999), weight decay 0.01,
-``paramwise_cfg`` with lr x10 for the decode head and no decay on norms; ``PolyLrUpdaterHook`` with power 1.0,
-min_lr 0, a linear warm-up of 1500 iterations starting at warmup_ratio 1e-6 of the lr, stepped every iteration.
+``paramwise_cfg`` with lr x10 for the decode head and no decay on parameters named ``norm`` (see CUSTOM_KEYS);
+``PolyLrUpdaterHook`` with power 1.0, min_lr 0, a linear warm-up of 1500 iterations starting at warmup_ratio 1e-6 of the lr, stepped every iteration.
 """
 
 import torch
 from torch import nn
 
+from .convert import from_edu
+
+
+# mmseg's ``paramwise_cfg`` in the official configs: substrings of the *official* parameter names. The longest
+# key is tried first and the first match wins (mmcv's DefaultOptimizerConstructor). SegFormer has no
+# ``pos_block``; ``norm`` catches every LayerNorm; ``head`` catches all of ``decode_head``, whose BatchNorm
+# (``linear_fuse.bn``) and biases are therefore decayed, like every bias of the encoder.
+CUSTOM_KEYS = {"pos_block": {"decay_mult": 0.0}, "norm": {"decay_mult": 0.0}, "head": {"lr_mult": 10.0}}
+
+
+def official_name(name: str) -> str:
+    """Our parameter name in the official/mmseg layout (``encoder.stages.0.norm.weight`` -> ``backbone.norm1.weight``)."""
+    return from_edu({name: torch.empty(0)}, "mmseg").popitem()[0]
+
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 10.0) -> list[dict]:
-    """Four AdamW groups: {encoder, decoder} x {decayed weights, norms and biases without decay}.
+    """AdamW groups as the official ``paramwise_cfg``: one group per (lr multiplier, decay multiplier).
 
-    The decoder (the paper's All-MLP head) starts from scratch while the encoder may be ImageNet-pretrained,
-    so it learns 10x faster. Norm scales and biases get no decay: shrinking them towards 0 only hurts.
+    Three groups come out: the encoder's weights and biases (lr, decay), the encoder's LayerNorms (lr, no decay)
+    and the whole decoder (``head_lr_mult`` x lr, decay). The decoder starts from scratch while the encoder may
+    be ImageNet-pretrained, so it learns 10x faster.
     """
-    norm_types = (nn.LayerNorm, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm)
-    no_decay = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
-    groups = {(part, decay): [] for part in ("encoder", "decoder") for decay in (True, False)}
+    keys = dict(CUSTOM_KEYS, head={"lr_mult": head_lr_mult})
+    ordered = sorted(sorted(keys), key=len, reverse=True)  # mmcv's order: longest first, then alphabetical
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        part = "decoder" if name.split(".")[0] == "decoder" else "encoder"
-        decay = id(param) not in no_decay and not name.endswith(".bias")
-        groups[part, decay].append(param)
-    return [
-        {"params": params, "name": f"{part}{'' if decay else '_no_decay'}",
-         "lr": lr * (head_lr_mult if part == "decoder" else 1.0), "weight_decay": weight_decay if decay else 0.0}
-        for (part, decay), params in groups.items() if params
-    ]
+        official = official_name(name)
+        rule = next((keys[key] for key in ordered if key in official), {})
+        groups.setdefault((rule.get("lr_mult", 1.0), rule.get("decay_mult", 1.0)), []).append(param)
+    names = {(1.0, 1.0): "encoder", (1.0, 0.0): "encoder_norm", (head_lr_mult, 1.0): "decoder"}
+    return [{"params": params, "name": names.get(key, f"lr_x{key[0]:g}_decay_x{key[1]:g}"),
+             "lr": lr * key[0], "weight_decay": weight_decay * key[1]}
+            for key, params in groups.items()]
 
 
 def lr_factor(iteration: int, max_iters: int, warmup_iters: int = 1500, warmup_ratio: float = 1e-6,

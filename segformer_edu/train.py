@@ -67,6 +67,8 @@ class TrainConfig:
     num_workers: int = arg(4, "data loading processes per training process (0: exact resume)")
     seed: int = arg(0, "seed of weights, data order and augmentation")
     amp: str = arg("auto", "auto (bf16 if the GPU supports it, else fp16 with a scaler; fp32 on CPU), bf16, fp16, fp32")
+    in_memory: bool = arg(True, "decode every frame once and keep it in memory, when that takes under a quarter of "
+                                "the free memory (also checks every file before the first step)")
     resume: bool = arg(False, "continue from out_dir/latest.pt if it exists")
     stop_at: int | None = arg(None, "stop (saving latest.pt) after this iteration, as if interrupted")
     test: bool = arg(False, "after training, evaluate best.pt on the test split (test_metrics.json)")
@@ -101,6 +103,26 @@ def datasets(cfg: TrainConfig, split: str):
     raise ValueError(f"unknown dataset {cfg.dataset!r}: camvid or ade20k")
 
 
+def free_memory() -> int:
+    """Bytes of memory available now (Linux's MemAvailable); 0 where that cannot be read."""
+    try:
+        line = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return 0
+    return int(line.split()[1]) * 1024
+
+
+def preload_if_it_fits(splits: list, progress: bool = False) -> bool:
+    """Decode every frame of ``splits`` into memory (see SegmentationFolder.preload) if they take under a quarter
+    of the free memory; returns whether it did. CamVid's train + val frames take ~320 MB; ADE20K's ~25 GB do not."""
+    folders = [split.dataset if isinstance(split, Subset) else split for split in splits]
+    if sum(folder.decoded_bytes() for folder in folders) > free_memory() / 4:
+        return False
+    for folder in folders:
+        folder.preload(progress)
+    return True
+
+
 class InfiniteSampler(Sampler[int]):
     """Shuffled epochs back to back; each rank takes a disjoint slice of every shuffle (DistributedSampler's job).
 
@@ -129,9 +151,18 @@ def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """bf16 where the GPU has it (no scaler needed), fp16 on older GPUs, None (fp32) on CPU or when asked."""
-    if amp == "fp32" or device.type != "cuda":
+    """The autocast dtype, or None for fp32. auto: bf16 where the GPU has it (no scaler needed), else fp16; fp32 on
+    CPUs, where bf16 autocast made B0's training step slower, even on a CPU with AVX-512 BF16
+    (benchmarks/bench_cpu_training.py: attention's backward and the small matrix products lose more than they gain).
+    """
+    if amp not in ("auto", "bf16", "fp16", "fp32"):
+        raise ValueError(f"amp must be auto, bf16, fp16 or fp32, not {amp!r}")
+    if amp == "fp32":
         return None
+    if device.type != "cuda":
+        if amp == "fp16":
+            raise ValueError("fp16 autocast needs a GPU; on a CPU use --amp bf16 or fp32")
+        return torch.bfloat16 if amp == "bf16" else None
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
@@ -272,6 +303,10 @@ def train(cfg: TrainConfig) -> dict:
     val_set, _ = datasets(cfg, "val")
     if cfg.val_images is not None:
         val_set = Subset(val_set, range(min(cfg.val_images, len(val_set))))
+    # every file checked before the first step: decoded into memory where it fits, else each label read once
+    if not (cfg.in_memory and preload_if_it_fits([train_set, val_set], progress=main and cfg.progress)):
+        for split in (train_set, val_set):
+            (split.dataset if isinstance(split, Subset) else split).check_labels(progress=main and cfg.progress)
     num_classes = len(names)
     if len(train_set) < world:
         raise ValueError(f"{len(train_set)} training images cannot be split over {world} processes")
@@ -481,12 +516,21 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+def one_line(error: Exception) -> str:
+    """The error's own message; for an error re-raised from a data-loading worker, the original error's last line
+    instead of the worker's whole traceback."""
+    message = str(error)
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
         result = train(cfg)
     except (FileNotFoundError, NonFiniteLossError, ValueError) as error:  # a message, not a traceback
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     finally:
         if dist.is_initialized():

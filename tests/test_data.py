@@ -258,3 +258,30 @@ def test_real_camvid_splits_and_labels(camvid_root):
     image, label = data.camvid(camvid_root, "val")[0]
     assert image.shape == (3, 360, 480) and label.shape == (360, 480)
     assert (label == 255).any() and (label < 11).float().mean() > 0.5
+
+
+def test_preloaded_frames_equal_the_files(tiny_dataset):
+    on_disk, in_memory = data.camvid(tiny_dataset, "train"), data.camvid(tiny_dataset, "train").preload()
+    assert in_memory.frames is not None and len(in_memory.frames) == 6
+    assert in_memory.decoded_bytes() == 6 * 48 * 64 * 4  # RGB + label bytes
+    for index in range(6):
+        (image, label), (kept_image, kept_label) = on_disk.load(index), in_memory.load(index)
+        assert np.array_equal(image, kept_image) and np.array_equal(label, kept_label)
+
+
+def test_check_labels_finds_a_bad_label_and_reads_each_good_one_once(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+    dataset = data.camvid(tiny_dataset, "train")
+    reads = []
+    original = data.read_label
+    monkeypatch.setattr(data, "read_label", lambda path: reads.append(path) or original(path))
+    dataset.check_labels()
+    dataset.check_labels()  # the manifest remembers: nothing is read again
+    assert len(reads) == 6
+    path = tiny_dataset / "trainannot" / "train_004.png"
+    label = np.array(Image.open(path))
+    label[5, 5] = 30
+    Image.fromarray(label).save(path)  # a changed file is read again, and refused
+    with pytest.raises(ValueError, match=r"train_004\.png holds values \[30\]"):
+        data.camvid(tiny_dataset, "train").check_labels()
+    assert len(reads) == 7

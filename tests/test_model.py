@@ -97,7 +97,15 @@ def test_official_initialisation():
     assert torch.count_nonzero(fc1.bias) == 0
     dwconv = model.encoder.stages[3].blocks[0].ffn.dwconv  # fan-out normal: std sqrt(2 / (3 * 3 * 1024 / 1024))
     assert dwconv.weight.std().item() == pytest.approx((2 / 9) ** 0.5, rel=0.05)
-    assert model.decoder.classifier.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    fuse = model.decoder.fuse[0]  # mmcv ConvModule: kaiming normal, fan-out, relu gain
+    assert fuse.weight.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.05)
+    # linear_c and the classifier keep PyTorch's default: kaiming-uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)),
+    # and a nonzero uniform bias; the official head never re-initialises them
+    for layer, fan_in in ((model.decoder.linear_c[3], 256), (model.decoder.classifier, 256)):
+        bound = fan_in ** -0.5
+        assert layer.weight.abs().max().item() <= bound
+        assert layer.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.1)
+        assert torch.count_nonzero(layer.bias) == layer.bias.numel()
 
 
 def test_predict_gives_full_resolution_labels_and_restores_train_mode():

@@ -9,11 +9,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from segformer_edu import SegFormer, train as trainer
-from segformer_edu.schedule import build_optimizer, lr_factor, param_groups
+from segformer_edu import SegFormer, data, train as trainer
+from segformer_edu.schedule import build_optimizer, lr_factor, official_name, param_groups
 from segformer_edu.train import NonFiniteLossError, TrainConfig, save_atomic, segmentation_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,20 +29,29 @@ def cfg(tiny_dataset, tmp_path):
                        val_interval=3, val_images=2, log_interval=1, num_workers=0, progress=False)
 
 
-def test_param_groups_no_decay_on_norms_and_biases_head_lr_x10():
+def test_param_groups_follow_the_official_paramwise_cfg_by_official_names():
     model = SegFormer.from_config("b0", num_classes=11)
     groups = {g["name"]: g for g in param_groups(model, lr=6e-5, weight_decay=0.01)}
-    assert set(groups) == {"encoder", "encoder_no_decay", "decoder", "decoder_no_decay"}
+    assert set(groups) == {"encoder", "encoder_norm", "decoder"}
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
-    names = {id(p): n for n, p in model.named_parameters()}
-    in_group = {names[id(p)]: g for g in groups.values() for p in g["params"]}
-    assert in_group["encoder.stages.0.blocks.0.norm1.weight"]["weight_decay"] == 0.0  # LayerNorm
-    assert in_group["encoder.stages.0.blocks.0.attn.q.bias"]["weight_decay"] == 0.0  # bias
-    assert in_group["decoder.fuse.1.weight"]["weight_decay"] == 0.0  # the decoder's BatchNorm
-    assert in_group["encoder.stages.0.blocks.0.attn.q.weight"]["weight_decay"] == 0.01
-    assert in_group["decoder.fuse.0.weight"]["weight_decay"] == 0.01
-    assert in_group["decoder.classifier.weight"]["lr"] == pytest.approx(6e-4)  # head lr x10
-    assert in_group["encoder.stages.3.norm.weight"]["lr"] == pytest.approx(6e-5)
+    official = {id(p): official_name(n) for n, p in model.named_parameters()}
+    for group in groups.values():
+        for param in group["params"]:
+            name = official[id(param)]  # mmseg's rule, written out: "head" first, then "norm"
+            lr_mult = 10.0 if "head" in name else 1.0
+            decay_mult = 0.0 if "norm" in name and "head" not in name else 1.0
+            assert group["lr"] == pytest.approx(6e-5 * lr_mult), name
+            assert group["weight_decay"] == pytest.approx(0.01 * decay_mult), name
+    in_group = {official[id(p)]: g["name"] for g in groups.values() for p in g["params"]}
+    assert in_group["backbone.block1.0.norm1.weight"] == "encoder_norm"  # LayerNorms: no decay
+    assert in_group["backbone.block1.0.attn.norm.bias"] == "encoder_norm"
+    assert in_group["backbone.norm4.weight"] == "encoder_norm"
+    assert in_group["backbone.patch_embed1.norm.weight"] == "encoder_norm"
+    assert in_group["backbone.block1.0.attn.q.bias"] == "encoder"  # biases are decayed
+    assert in_group["decode_head.linear_fuse.bn.weight"] == "decoder"  # the decoder's BatchNorm too (lr x10)
+    assert in_group["decode_head.linear_pred.bias"] == "decoder"
+    # LayerNorms: 4 after patch embedding, 4 at stage ends, 3 per block (2 in stage 4, where sr = 1 has none)
+    assert len(groups["encoder_norm"]["params"]) == 2 * (4 + 4 + 6 * 3 + 2 * 2)
 
 
 def test_lr_schedule_is_warmup_then_poly():
@@ -164,6 +175,44 @@ def test_sigterm_saves_latest_and_stops(cfg, monkeypatch):
     assert result["status"] == "interrupted" and result["iteration"] == 2
     assert torch.load(Path(cfg.out_dir) / "latest.pt", weights_only=True)["iteration"] == 2
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_bad_label_stops_the_run_before_its_first_step(cfg, tiny_dataset, tmp_path, monkeypatch, in_memory):
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+    trainer.train(replace(cfg, max_iters=3, val_interval=3))
+    latest = Path(cfg.out_dir) / "latest.pt"
+    before = latest.read_bytes()
+    path = tiny_dataset / "trainannot" / "train_005.png"  # drawn late, if ever, in a short run
+    label = np.array(Image.open(path))
+    label[0, 0] = 99
+    Image.fromarray(label).save(path)
+    steps = []
+    monkeypatch.setattr(trainer, "segmentation_loss", lambda *a: steps.append(1) or segmentation_loss(*a))
+    with pytest.raises(ValueError, match=r"train_005\.png holds values \[99\]"):
+        trainer.train(replace(cfg, max_iters=6, resume=True, in_memory=in_memory))
+    assert steps == [] and latest.read_bytes() == before  # nothing trained on it, the checkpoint untouched
+
+
+def test_an_error_in_a_data_loading_worker_is_one_line(cfg, tiny_dataset):
+    path = tiny_dataset / "train" / "train_001.jpg"
+    path.write_bytes(path.read_bytes()[:200])  # truncated: found only when a worker decodes it
+    done = run_cli("-m", "segformer_edu.train", "--data-root", cfg.data_root, "--out-dir", cfg.out_dir,
+                   "--crop-size", "64", "64", "--scale", "128", "64", "--batch-size", "2", "--max-iters", "20",
+                   "--num-workers", "1", "--no-in-memory", "--no-progress")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: corrupt or unreadable image") and "train_001.jpg" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_cpu_autocast_is_fp32_unless_bf16_is_asked_for():
+    cpu = torch.device("cpu")
+    assert trainer.autocast_dtype(cpu, "auto") is None  # measured slower in bf16 on CPU
+    assert trainer.autocast_dtype(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 autocast needs a GPU"):
+        trainer.autocast_dtype(cpu, "fp16")
+    with pytest.raises(ValueError, match="amp must be"):
+        trainer.autocast_dtype(cpu, "half")
 
 
 def run_cli(*args, env_extra=None, timeout=120):
