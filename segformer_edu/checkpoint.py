@@ -30,11 +30,25 @@ HF_FIELDS = {
     "hidden_dropout_prob": "drop", "classifier_dropout_prob": "decoder_dropout",
 }
 
+# transformers fields that change the computation but that SegFormer fixes, with the one value implemented here.
+# (layer_norm_eps is not read by transformers' SegFormer; reshape_last_stage and the loss's ignore index do not
+# change the logits.)
+FIXED_HF_FIELDS = {"hidden_act": "gelu"}
+
 
 def config_from_hf(hf_config: dict, num_classes: int | None = None) -> SegFormerConfig:
-    """Our config from the fields of a Hugging Face ``config.json``."""
+    """Our config from the fields of a Hugging Face ``config.json``; a field this package cannot reproduce is
+    refused, naming it, rather than loaded into a model that computes something else."""
     if hf_config.get("model_type", "segformer") != "segformer":
         raise ValueError(f"config.json describes a {hf_config['model_type']!r} model, not a SegFormer")
+    for name, implemented in FIXED_HF_FIELDS.items():
+        if hf_config.get(name, implemented) != implemented:
+            raise ValueError(f"config.json sets {name}={hf_config[name]!r}; segformer_edu implements only "
+                             f"{name}={implemented!r}, so its logits would differ")
+    stages = len(hf_config.get("hidden_sizes", SegFormerConfig.embed_dims))
+    if hf_config.get("num_encoder_blocks", stages) != stages:
+        raise ValueError(f"config.json sets num_encoder_blocks={hf_config['num_encoder_blocks']!r} but lists "
+                         f"{stages} stages in hidden_sizes; segformer_edu builds one stage per listed width")
     values = {ours: hf_config[theirs] for theirs, ours in HF_FIELDS.items() if theirs in hf_config}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     labels = hf_config.get("num_labels", len(hf_config.get("id2label", {})) or None)

@@ -74,6 +74,24 @@ class SegFormerConfig:
         base = cls(num_classes=num_classes, embed_dims=embed_dims, depths=depths, decoder_dim=decoder_dim)
         return replace(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
 
+    def stage_sides(self, side: int) -> list[int]:
+        """The side of each stage's map for an input side: each patch embedding is a conv with padding
+        ``patch_size // 2``, so stage 1 is ceil(side / 4) and every later stage halves it, rounding up."""
+        sides = []
+        for kernel, stride in zip(self.patch_sizes, self.strides):
+            side = (side + 2 * (kernel // 2) - kernel) // stride + 1
+            sides.append(side)
+        return sides
+
+    @property
+    def min_side(self) -> int:
+        """The smallest input side every stage's spatial reduction accepts: a stage of side s with reduction
+        ``sr`` needs s >= sr. B0-B5: 29 px, because stage 1 at ceil(29 / 4) = 8 is just enough for sr = 8."""
+        side = 1
+        while any(s < sr for s, sr in zip(self.stage_sides(side), self.sr_ratios)):
+            side += 1
+        return side
+
     def variant_name(self) -> str | None:
         """``"b0"`` ... ``"b5"`` if the widths, depths and decoder match an official variant."""
         for name, row in VARIANTS.items():

@@ -15,11 +15,10 @@ from .mix_ffn import MixFFN
 from .patch_embed import OverlapPatchEmbed
 from .tokens import to_map
 
-MIN_SIDE = 32  # stage 1 is 1/4 of the input and its sr=8 reduction needs at least 8 rows and columns
 
-
-def check_images(images: Tensor, in_channels: int) -> None:
+def check_images(images: Tensor, config: SegFormerConfig) -> None:
     """Raise ``ValueError`` saying what was expected if ``images`` cannot go through the encoder."""
+    in_channels, min_side = config.in_channels, config.min_side
     if not isinstance(images, Tensor):
         raise ValueError(f"expected images as a torch.Tensor of shape (B, {in_channels}, H, W), got {type(images).__name__}")
     if images.dim() != 4:
@@ -28,8 +27,9 @@ def check_images(images: Tensor, in_channels: int) -> None:
     if images.shape[1] != in_channels:
         hint = " (channels-last input? use images.permute(0, 3, 1, 2))" if images.shape[-1] == in_channels else ""
         raise ValueError(f"expected {in_channels} channels in dim 1, got shape {tuple(images.shape)}{hint}")
-    if min(images.shape[2:]) < MIN_SIDE:
-        raise ValueError(f"images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {images.shape[2]}x{images.shape[3]}; resize or pad them")
+    if min(images.shape[2:]) < min_side:
+        raise ValueError(f"images must be at least {min_side}x{min_side} pixels (the smallest side every stage's "
+                         f"spatial reduction accepts), got {images.shape[2]}x{images.shape[3]}; resize or pad them")
     if not images.is_floating_point():
         raise ValueError(f"expected floating-point images, got dtype {images.dtype}; convert with images.float() / 255 "
                          "and normalise with the ImageNet mean and std")
@@ -107,7 +107,7 @@ class MixTransformer(nn.Module):
         )
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        check_images(images, self.config.in_channels)
+        check_images(images, self.config)
         features, x = [], images
         for stage in self.stages:
             x = stage(x)

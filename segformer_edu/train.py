@@ -278,6 +278,20 @@ def any_rank(flag: bool, device: torch.device, world: int) -> bool:
     return bool(value.item())
 
 
+def broadcast_bn_buffers(model: nn.Module, world: int) -> None:
+    """Rank 0's BatchNorm running statistics to every rank, as mmcv's evaluation hook (broadcast_bn_buffer=True).
+
+    Without SyncBatchNorm (on CPUs) each rank updates its own statistics in its last forward, so the ranks would
+    evaluate slightly different models; after this they all evaluate the weights rank 0 saves.
+    """
+    if world == 1:
+        return
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            for buffer in (module.running_mean, module.running_var, module.num_batches_tracked):
+                dist.broadcast(buffer, src=0)
+
+
 # ----------------------------------------------------------------------------- the loop
 
 def build_model(cfg: TrainConfig, num_classes: int) -> SegFormer:
@@ -410,6 +424,7 @@ def train(cfg: TrainConfig) -> dict:
                     write_jsonl("train_log.jsonl", {"iter": iteration, "loss": losses[-1], "lr": lr,
                                                     "head_lr": head_lr, "images_per_s": speed})
             if iteration % cfg.val_interval == 0 or iteration == cfg.max_iters:
+                broadcast_bn_buffers(model, world)
                 metrics = evaluate(model, val_set, num_classes, device, dtype, rank, world, names)
                 train_model.train()
                 improved = metrics["miou"] > best_miou

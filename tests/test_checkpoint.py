@@ -3,6 +3,7 @@
 transformers builds its models from a config with random weights; nothing is downloaded.
 """
 
+import json
 import math
 
 import pytest
@@ -215,3 +216,24 @@ def test_missing_classifier_is_an_error_unless_a_new_one_is_asked_for(saved_b0):
     with pytest.raises(ValueError, match=r"missing keys.*decoder\.classifier\.weight"):
         SegFormer.from_pretrained(saved_b0)
     assert SegFormer.from_pretrained(saved_b0, num_classes=4).decoder.classifier.out_channels == 4
+
+
+@pytest.mark.parametrize("field, value", [("hidden_act", "relu"), ("hidden_act", "gelu_new"),
+                                          ("num_encoder_blocks", 3)])
+def test_hf_config_the_package_cannot_reproduce_is_refused_by_name(tmp_path, field, value):
+    hf_segmentation(**{field: value} if field == "hidden_act" else {}).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config[field] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"{field}={value!r}"):
+        SegFormer.from_pretrained(tmp_path)
+
+
+def test_smallest_input_gives_the_same_logits_as_transformers(tmp_path):
+    hf = hf_segmentation()
+    hf.save_pretrained(tmp_path)
+    ours = SegFormer.from_pretrained(tmp_path).eval()
+    side = ours.config.min_side  # 29: stage 1 has exactly sr = 8 rows
+    images = torch.randn(1, 3, side, side + 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (ours(images) - hf(pixel_values=images).logits).abs().max().item() < 1e-4

@@ -131,8 +131,8 @@ def test_predict_gives_full_resolution_labels_and_restores_train_mode():
     ((1, 1, 64, 64), torch.float32, r"expected 3 channels.*\(1, 1, 64, 64\)"),
     ((1, 4, 64, 64), torch.float32, r"expected 3 channels.*\(1, 4, 64, 64\)"),
     ((1, 64, 64, 3), torch.float32, r"expected 3 channels.*channels-last.*permute\(0, 3, 1, 2\)"),
-    ((1, 3, 31, 64), torch.float32, r"at least 32x32.*got 31x64"),
-    ((1, 3, 64, 16), torch.float32, r"at least 32x32.*got 64x16"),
+    ((1, 3, 28, 64), torch.float32, r"at least 29x29.*got 28x64"),
+    ((1, 3, 64, 16), torch.float32, r"at least 29x29.*got 64x16"),
     ((1, 3, 64, 64), torch.uint8, r"floating-point.*torch\.uint8.*float\(\) / 255"),
     ((1, 3, 64, 64), torch.int64, r"floating-point.*torch\.int64"),
 ])
@@ -216,3 +216,19 @@ def test_config_rejects_bad_settings():
     with pytest.raises(ValueError, match="one entry per stage"):
         SegFormerConfig(depths=(2, 2, 2))
     assert SegFormerConfig.from_name("mit-b3").variant_name() == "b3"
+
+
+@pytest.mark.parametrize("overrides, smallest", [
+    ({}, 29),  # stage 1 at ceil(29 / 4) = 8 rows: just enough for sr = 8
+    ({"sr_ratios": (4, 2, 1, 1)}, 13),  # ceil(13 / 4) = 4 for sr = 4; ceil(ceil(13 / 4) / 2) = 2 for sr = 2
+    ({"sr_ratios": (1, 1, 1, 1)}, 1),
+])
+def test_min_side_comes_from_the_config_and_is_exact(overrides, smallest):
+    model = SegFormer.from_config("b0", num_classes=3, **overrides).eval()
+    assert model.config.min_side == smallest
+    assert model(torch.randn(1, 3, smallest, smallest + 3)).shape[2:] == (-(-smallest // 4), -(-(smallest + 3) // 4))
+    if smallest > 1:
+        with pytest.raises(ValueError, match=f"at least {smallest}x{smallest}"):
+            model(torch.randn(1, 3, smallest - 1, 64))
+        config = model.config  # one less and some stage's reduction really has too few rows
+        assert any(s < sr for s, sr in zip(config.stage_sides(smallest - 1), config.sr_ratios))

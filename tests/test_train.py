@@ -231,7 +231,16 @@ def test_ddp_on_two_cpu_processes_only_rank0_writes(cfg):
                                                      "predictions.png", "summary.json", "train_log.jsonl"]
     assert [json.loads(line)["iter"] for line in (out / "train_log.jsonl").open()] == [1, 2, 3]  # one writer
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
-    assert len(torch.load(out / "latest.pt", weights_only=True)["rng"]) == 2  # every rank's RNG state
+    state = torch.load(out / "latest.pt", weights_only=True)
+    assert len(state["rng"]) == 2  # every rank's RNG state
+    # the logged metrics are those of the saved weights: rank 0's BatchNorm statistics reached rank 1 first
+    model = SegFormer.from_config("b0", num_classes=11)
+    model.load_state_dict(state["model"])
+    val = trainer.Subset(data.camvid(cfg.data_root, "val"), range(2))
+    saved = trainer.evaluate(model, val, 11, torch.device("cpu"))
+    logged = json.loads((out / "metrics.jsonl").read_text())
+    assert saved["acc"] == pytest.approx(logged["acc"], abs=1e-12)
+    assert saved["miou"] == pytest.approx(logged["miou"], abs=1e-12)
 
 
 def test_cli_help_and_missing_data_message(tmp_path):
