@@ -4,12 +4,11 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import SegFormerConfig
 from .decoder import AllMLPDecoder
-from .encoder import MixTransformer
+from .encoder import MixTransformer, check_images
 
 
 def init_weights(module: nn.Module) -> None:
@@ -64,13 +63,22 @@ class SegFormer(nn.Module):
         return self.decoder(self.encoder(images))
 
     @torch.no_grad()
-    def predict(self, images: Tensor) -> Tensor:
-        """Class indices (B, H, W), torch.long, at the input's full resolution (eval mode, no gradients)."""
+    def predict(self, images: Tensor, mode: str = "whole", crop_size: tuple[int, int] | None = None,
+                stride: tuple[int, int] | None = None, scales: tuple[float, ...] = (1.0,),
+                flip: bool = False) -> Tensor:
+        """Class indices (B, H, W), torch.long, at the input's full resolution (eval mode, no gradients).
+
+        ``mode="whole"`` runs the image at once (the paper's ADE20K protocol); ``mode="slide"`` runs windows of
+        ``crop_size`` every ``stride`` (Cityscapes: 1024x1024, stride 768); ``scales`` (ratios) and ``flip`` average
+        the softmax over resized and mirrored views (the "MS" rows). See ``segformer_edu.inference``.
+        """
+        from .inference import segment
+
+        check_images(images, self.config)  # before any resizing, so that the message names the caller's shape
         was_training = self.training
         self.eval()
         try:
-            logits = self(images)
+            scores = segment(self, images, mode, crop_size, stride, scales, flip)  # (B, K, H, W)
         finally:
             self.train(was_training)
-        logits = F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=False)
-        return logits.argmax(dim=1)
+        return scores.argmax(dim=1)
