@@ -1,4 +1,5 @@
-"""Show the package's own source in the book, so that chapters never keep a second copy."""
+"""What the book's chapters display: the package's own source (so that chapters never keep a second copy) and
+tables of measurements."""
 
 import inspect
 
@@ -8,3 +9,12 @@ def show_source(obj):
     from IPython.display import Code
 
     return Code(inspect.getsource(obj), language="python")
+
+
+def markdown_table(header, rows):
+    """A list of rows as a Markdown table, so that the rendered page shows a real table."""
+    from IPython.display import Markdown
+
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return Markdown("\n".join(lines))
