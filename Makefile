@@ -5,8 +5,11 @@ VENV ?= .venv
 # The team's CPU machines have this CPU build on disk; elsewhere set TORCH="torch" (or keep a preinstalled one).
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+NPM ?= npm
+# MathJax, bundled into the book so that math typesets offline (package.json pins it; the lock file fixes it)
+MATHJAX := node_modules/mathjax/es5/tex-mml-chtml.js
 
-.PHONY: venv book test clean
+.PHONY: venv mathjax book test clean
 
 venv: $(VENV)/.installed
 
@@ -18,7 +21,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-book: venv
+mathjax: $(MATHJAX)
+
+$(MATHJAX): package.json package-lock.json
+	$(NPM) ci --no-audit --no-fund
+	touch $@
+
+book: venv mathjax
 	$(BIN)/jupyter-book build . -W --keep-going
 
 test: venv
