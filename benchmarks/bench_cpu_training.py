@@ -7,9 +7,15 @@ on one thread, as one data-loading worker runs it. Together they say whether a w
 
     python benchmarks/bench_cpu_training.py                         # B0, CamVid settings, fp32 and bf16
     python benchmarks/bench_cpu_training.py --crops 180x240 --batch 8 --steps 5
+
+Writes the numbers to --out (default book/results/speed_cpu_training.json), which chapter 8 shows.
 """
 
 import argparse
+import json
+import os
+import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +27,14 @@ from segformer_edu.data import camvid
 from segformer_edu.schedule import build_optimizer
 from segformer_edu.train import segmentation_loss
 from segformer_edu.transforms import TrainTransform
+
+RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
+
+
+def cpu_name() -> str:
+    info = Path("/proc/cpuinfo")
+    names = re.findall(r"model name\s*:\s*(.*)", info.read_text()) if info.exists() else []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def cpu_has_bf16() -> bool:
@@ -81,9 +95,11 @@ def main():
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (median reported)")
     parser.add_argument("--frames", type=int, default=24, help="CamVid training frames for the pipeline")
     parser.add_argument("--channels-last", action="store_true", help="also time the step in channels-last layout")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed_cpu_training.json")
     args = parser.parse_args()
 
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, native bf16: {cpu_has_bf16()}")
+    rows = []
     train = camvid(split="train")
     frames = [train.load(index) for index in range(args.frames)]
     # scale (long, short) for each crop: full-resolution CamVid (480, 360) for crops of 256 and up, half below
@@ -91,6 +107,7 @@ def main():
         scale = (480, 360) if max(crop) >= 256 else (240, 180)
         pipeline = pipeline_images_per_s(crop, scale, frames, repeats=1)
         print(f"crop {crop[0]}x{crop[1]} (scale {scale}): data pipeline {pipeline:6.1f} images/s on one thread")
+        rows.append(dict(part="data pipeline (1 thread)", crop=list(crop), scale=list(scale), images_per_s=pipeline))
         layouts = (False, True) if args.channels_last else (False,)
         for dtype in (None, torch.bfloat16):
             for channels_last in layouts:
@@ -98,6 +115,13 @@ def main():
                 name = "bf16" if dtype else "fp32"
                 layout = ", channels-last" if channels_last else ""
                 print(f"  {args.variant} step, batch {args.batch}, {name}{layout}: {speed:6.1f} images/s")
+                rows.append(dict(part="training step", crop=list(crop), dtype=name, channels_last=channels_last,
+                                 batch=args.batch, images_per_s=speed))
+    result = dict(machine=cpu_name(), threads=torch.get_num_threads(), native_bf16=cpu_has_bf16(),
+                  torch=torch.__version__, variant=args.variant, load_average=os.getloadavg()[0], rows=rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -55,11 +55,14 @@ def config_from_hf(hf_config: dict, num_classes: int | None = None) -> SegFormer
     return SegFormerConfig(num_classes=num_classes or labels or 150, **values)
 
 
-def config_to_hf(config: SegFormerConfig) -> dict:
+def config_to_hf(config: SegFormerConfig, class_names: list[str] | None = None) -> dict:
     """A ``config.json`` that transformers' ``SegformerForSemanticSegmentation`` reads."""
     hf = {theirs: getattr(config, ours) for theirs, ours in HF_FIELDS.items()}
     hf = {k: list(v) if isinstance(v, tuple) else v for k, v in hf.items()}
-    id2label = {str(i): f"class_{i}" for i in range(config.num_classes)}
+    names = class_names or [f"class_{i}" for i in range(config.num_classes)]
+    if len(names) != config.num_classes:
+        raise ValueError(f"{len(names)} class names for a model with {config.num_classes} classes")
+    id2label = {str(i): name for i, name in enumerate(names)}
     return hf | {
         "model_type": "segformer", "architectures": ["SegformerForSemanticSegmentation"],
         "num_encoder_blocks": config.num_stages, "hidden_act": "gelu", "layer_norm_eps": config.block_norm_eps,
@@ -191,15 +194,22 @@ def _config(state_dict, hf_config, config_name, num_classes, overrides) -> SegFo
     return replace(config, num_classes=num_classes or config.num_classes)
 
 
-def save_pretrained(model: nn.Module, folder: str | Path, layout: str = "hf") -> Path:
-    """Write ``config.json`` + ``model.safetensors`` in the Hugging Face layout (or ``mmseg``) to ``folder``."""
+def save_pretrained(model: nn.Module, folder: str | Path, layout: str = "hf", class_names: list[str] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` in the Hugging Face layout (or ``mmseg``) to ``folder``.
+
+    ``class_names`` become config.json's labels (id2label); ``dtype=torch.float16`` halves the file (floating-point
+    tensors only; both loaders cast back to the model's float32, as config.json's ``dtype`` says).
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items()}
     save_file(from_edu(state, layout) if layout != "edu" else state, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2))
+    config = config_to_hf(model.config, class_names) | {"dtype": "float32"}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
 
 

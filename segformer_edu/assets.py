@@ -1,0 +1,35 @@
+"""Files the book's chapters read: a CamVid frame and the CamVid model trained on a CPU (chapters 1, 3, 7, 8).
+
+Inside a checkout the chapters run from ``book/`` and find them there. On Colab a chapter arrives alone, so each file
+is downloaded once from the book's repository into ``~/.cache/segformer_edu/book``.
+"""
+
+from pathlib import Path
+
+from .data import cache_dir, download
+
+REPOSITORY_FILES = "https://raw.githubusercontent.com/segformer-edu/segformer-edu/main/"
+FRAME = "assets/camvid_0001TP_006690.jpg"  # a training frame of CamVid's sequence 0001TP, and its label
+FRAME_LABEL = "assets/camvid_0001TP_006690_label.png"
+TRAINED_CAMVID = "results/camvid_b0_cpu"  # SegFormer-B0 trained from scratch on CamVid (chapter 8)
+
+
+def book_file(relative: str, book_dir: str | Path = ".") -> Path:
+    """``book/<relative>``: the copy in ``book_dir`` (a chapter's working directory) if there is one, else a copy
+    downloaded once from the repository."""
+    local = Path(book_dir) / relative
+    if local.exists():
+        return local
+    cached = cache_dir() / "book" / relative
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        download(REPOSITORY_FILES + "book/" + relative, cached)
+    return cached
+
+
+def trained_camvid_model(book_dir: str | Path = "."):
+    """The CamVid model of chapter 8 (11 classes, eval mode), from the book's folder or the repository."""
+    from .model import SegFormer
+
+    files = [book_file(f"{TRAINED_CAMVID}/{name}", book_dir) for name in ("config.json", "model.safetensors")]
+    return SegFormer.from_pretrained(files[0].parent).eval()
