@@ -5,6 +5,9 @@
 
 Labels are single-channel PNGs of class indices. Every label is checked when read: a value outside
 0..num_classes-1 that is not the ignore index 255 stops training with the file's name instead of a CUDA assert.
+
+Your own data: ``folder(root, split)`` reads ``root/<split>/images`` and ``root/<split>/masks``, classes from
+``root/classes.json``; masks as class indices (any ignore value, ADE20K's reduce_zero_label) or RGB palette colours.
 """
 
 import hashlib
@@ -97,6 +100,32 @@ def check_label(label: np.ndarray, num_classes: int, path: str | Path) -> np.nda
     return label.astype(np.uint8)
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of the image at ``path``, from its header: nothing is decoded."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"corrupt or unreadable image {path}: {error}") from error
+
+
+def _check_same_size(image_path, image_hw, label_path, label_hw) -> None:
+    if tuple(image_hw) != tuple(label_hw):
+        raise ValueError(f"image {image_path} is {image_hw[0]}x{image_hw[1]} but its label {label_path} is "
+                         f"{label_hw[0]}x{label_hw[1]} (height x width)")
+
+
+def _signature(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def class_pixels(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels of each class 0..num_classes-1 and, last, of IGNORE_INDEX in a checked uint8 label: (num_classes + 1,)."""
+    bins = np.bincount(label.ravel(), minlength=256)  # one pass; faster than np.unique on a 360x480 label
+    return np.append(bins[:num_classes], bins[IGNORE_INDEX]).astype(np.int64)
+
+
 def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     files = {}
     for path in sorted(folder.iterdir()):
@@ -153,15 +182,17 @@ class SegmentationFolder(Dataset):
         if self.frames is not None:
             return self.frames[index]
         image, label = np.asarray(read_image(self.image_paths[index])), self.load_label(index)
-        if image.shape[:2] != label.shape:
-            raise ValueError(f"image {self.image_paths[index]} is {image.shape[0]}x{image.shape[1]} but its label "
-                             f"{self.label_paths[index]} is {label.shape[0]}x{label.shape[1]} (height x width)")
+        _check_same_size(self.image_paths[index], image.shape[:2], self.label_paths[index], label.shape)
         return image, label
 
-    def check_labels(self, progress: bool = False) -> None:
+    def check_labels(self, progress: bool = False) -> np.ndarray:
         """Read every label once and raise (naming the file) on the first bad one: a run finds bad data before its
-        first step, not hours in. Labels already checked unchanged (same size and modification time) are skipped,
-        by a manifest in the cache folder, so ADE20K's 20k labels are read once, not per run."""
+        first step, not hours in. A label whose image has another size (read from the image's header, not decoded)
+        is bad too. Labels already checked unchanged (same size and modification time, label and image) are
+        skipped, by a manifest in the cache folder, so ADE20K's 20k labels are read once, not per run.
+
+        Returns the pixels of each class and, last, of the ignore index: (num_classes + 1,) int64, kept in the
+        manifest with each file's signature, so that a skipped label still counts."""
         mapping = getattr(self.label_map, "__name__", None)
         key = hashlib.sha1(f"{self.label_dir.resolve()}|{self.num_classes}|{mapping}".encode()).hexdigest()
         manifest_path = cache_dir() / "checked_labels" / f"{key[:16]}.json"
@@ -169,18 +200,30 @@ class SegmentationFolder(Dataset):
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             manifest = {}
+        counts = np.zeros(self.num_classes + 1, np.int64)
         indices = tqdm(range(len(self)), desc=f"checking {self.label_dir.name}", disable=not progress, leave=False)
         try:
             for index in indices:
-                path = self.label_paths[index]
-                stat = path.stat()
-                signature = [stat.st_size, stat.st_mtime_ns]
-                if manifest.get(path.name) != signature:
-                    self.load_label(index)
-                    manifest[path.name] = signature
+                label_path, image_path = self.label_paths[index], self.image_paths[index]
+                signature = [*_signature(label_path), *_signature(image_path)]
+                entry = manifest.get(label_path.name)
+                if not isinstance(entry, dict) or entry.get("signature") != signature:  # new, changed, or old format
+                    label = self.load_label(index)
+                    _check_same_size(image_path, image_size(image_path), label_path, label.shape)
+                    entry = {"signature": signature, "pixels": class_pixels(label, self.num_classes).tolist()}
+                    manifest[label_path.name] = entry
+                counts += entry["pixels"]
         finally:  # what was checked stays checked, even when a bad label stops the scan
             manifest_path.parent.mkdir(parents=True, exist_ok=True)
             manifest_path.write_text(json.dumps(manifest))
+        return counts
+
+    def pixel_counts(self, progress: bool = False) -> np.ndarray:
+        """Pixels of each class and, last, of the ignore index (num_classes + 1,): from the frames in memory after
+        preload(), else from check_labels (which checks, or reads its manifest)."""
+        if self.frames is None:
+            return self.check_labels(progress)
+        return np.sum([class_pixels(label, self.num_classes) for _, label in self.frames], axis=0)
 
     def decoded_bytes(self) -> int:
         """Memory that preload() would take, estimated from the first sample (CamVid train: about 250 MB)."""
@@ -263,6 +306,201 @@ def find_dataset(name: str, root=None) -> Path:
         f"{name} not found (looked in {', '.join(str(c) for c in candidates)}). Download it with "
         f"`from segformer_edu.data import download_{name}; download_{name}()` (into {cache_dir()}), "
         f"or set SEGFORMER_DATA to a folder that holds {folder}/, or pass its folder as root.")
+
+
+# ----------------------------------------------------------------------------- your own dataset: a folder
+
+FOLDER_SPLITS = ("train", "val", "test")
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """The mask at ``path``: (H, W) values for a single-channel or palette-mode PNG (its indices), (H, W, 3) uint8
+    for an RGB(A) one (its colours; alpha dropped)."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB") if image.mode in ("RGB", "RGBA") else image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"corrupt or unreadable mask {path}: {error}") from error
+
+
+def _colour_codes(colours) -> np.ndarray:
+    """RGB triples (..., 3) -> one int64 per colour, 0xRRGGBB: colours compared as numbers."""
+    colours = np.asarray(colours, np.int64)
+    return (colours[..., 0] << 16) | (colours[..., 1] << 8) | colours[..., 2]
+
+
+class FolderLabels:
+    """A folder dataset's raw masks -> class indices 0..num_classes-1 or IGNORE_INDEX.
+
+    Index masks: the value ``ignore_index`` is ignored; ``reduce_zero_label`` (ADE20K's convention) also ignores 0
+    and shifts class k to k - 1. Colour masks (RGB): class k is the colour ``palette[k]``; ``ignore_colours`` are
+    ignored; any other colour is an error naming the file. ``__name__`` spells out the options: it keys
+    SegmentationFolder.check_labels' manifest, so changing an option checks every mask again.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, reduce_zero_label: bool = False,
+                 palette=None, ignore_colours=()):
+        first_class = 1 if reduce_zero_label else 0
+        if first_class <= ignore_index < first_class + num_classes:
+            raise ValueError(f"the ignore value {ignore_index} is one of the classes' mask values "
+                             f"{first_class}..{first_class + num_classes - 1}: pick another --ignore-index"
+                             + ("" if reduce_zero_label else " (or --reduce-zero-label if 0 means 'other')"))
+        self.num_classes, self.ignore_index, self.reduce_zero_label = num_classes, ignore_index, reduce_zero_label
+        self.palette = [tuple(int(c) for c in colour) for colour in palette] if palette else None
+        self.ignore_colours = [tuple(int(c) for c in colour) for colour in ignore_colours]
+        self.__name__ = (f"folder(ignore={ignore_index}, reduce_zero_label={reduce_zero_label}, "
+                         f"palette={self.palette}, ignore_colours={self.ignore_colours})")
+
+    def __call__(self, mask: np.ndarray, path: str | Path = "mask") -> np.ndarray:
+        """A raw mask (H, W) or (H, W, 3) -> class indices (H, W), int64, not yet range-checked."""
+        if mask.ndim == 3:
+            return self.from_colours(mask, path)
+        label = mask.astype(np.int64)
+        ignored = label == self.ignore_index
+        if self.reduce_zero_label:
+            ignored |= label == 0
+            label = label - 1
+        label[ignored] = IGNORE_INDEX
+        return label
+
+    def from_colours(self, mask: np.ndarray, path: str | Path) -> np.ndarray:
+        """An RGB mask (H, W, 3) -> class indices (H, W) through the palette; a colour outside it raises."""
+        if self.palette is None:
+            raise ValueError(f"mask {path} is an RGB colour image but the dataset has no palette: add one to "
+                             f"classes.json, or save masks as single-channel class indices")
+        codes = _colour_codes(mask)  # (H, W)
+        known = np.concatenate([_colour_codes(self.palette), _colour_codes(self.ignore_colours or np.zeros((0, 3)))])
+        values = np.concatenate([np.arange(len(self.palette)), np.full(len(self.ignore_colours), IGNORE_INDEX)])
+        order = np.argsort(known)
+        position = np.clip(np.searchsorted(known[order], codes), 0, len(known) - 1)
+        found = known[order][position] == codes
+        if not found.all():
+            missing = np.unique(codes[~found])[:5]
+            shown = ", ".join(str(((c >> 16) & 255, (c >> 8) & 255, c & 255)) for c in missing.tolist())
+            raise ValueError(f"mask {path} holds colours missing from the palette (first: {shown}); add them to "
+                             f"classes.json's palette or ignore_colours")
+        return values[order][position]
+
+
+def folder_classes(root: str | Path, num_classes: int | None = None, class_names=None) -> dict:
+    """The classes of the folder dataset at ``root``: {"names", "palette", "ignore_colours"}.
+
+    From ``root/classes.json`` if present: a list of names, or {"names": [...], "palette": [[r, g, b], ...],
+    "ignore_colours": [[r, g, b], ...]} (palette and ignore_colours optional). ``class_names`` replaces its names;
+    ``num_classes`` alone names them class_0, class_1...; both given must agree. No palette: VOC colours for drawing.
+    """
+    from .palette import ade20k_palette
+
+    path = Path(root) / "classes.json"
+    spec = {}
+    if path.is_file():
+        try:
+            spec = json.loads(path.read_text())
+        except ValueError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from error
+        spec = {"names": spec} if isinstance(spec, list) else spec
+        if not isinstance(spec, dict) or not isinstance(spec.get("names", []), list):
+            raise ValueError(f"{path} must hold a list of class names or {{\"names\": [...], \"palette\": [...]}}")
+    names = list(class_names) if class_names else spec.get("names")
+    if not names and num_classes is None:
+        raise ValueError(f"no classes for {root}: write {path} (class names, optional palette) "
+                         f"or pass --num-classes N or --class-names A B ...")
+    names = [str(name) for name in names] if names else [f"class_{k}" for k in range(num_classes)]
+    if num_classes is not None and num_classes != len(names):
+        raise ValueError(f"--num-classes {num_classes} but {len(names)} class names ({', '.join(names[:5])}...)")
+    if not 1 <= len(names) <= IGNORE_INDEX:
+        raise ValueError(f"{len(names)} classes: between 1 and {IGNORE_INDEX} are supported (labels are uint8)")
+    palette = spec.get("palette")
+    if palette is not None and (len(palette) != len(names) or any(len(c) != 3 for c in palette)):
+        raise ValueError(f"{path}'s palette has {len(palette)} entries for {len(names)} classes: "
+                         f"one [r, g, b] per class, in the order of the names")
+    ignore_colours = spec.get("ignore_colours", [])
+    if any(len(c) != 3 for c in ignore_colours):
+        raise ValueError(f"{path}'s ignore_colours must be a list of [r, g, b]")
+    return {"names": names, "palette": [tuple(c) for c in palette] if palette else None,
+            "ignore_colours": [tuple(c) for c in ignore_colours],
+            "draw_palette": [tuple(c) for c in palette] if palette else list(ade20k_palette(len(names)))}
+
+
+class FolderDataset(SegmentationFolder):
+    """``<root>/<split>/images`` paired by stem with ``<root>/<split>/masks`` (.png), classes from ``folder_classes``.
+
+    ``names`` and ``palette`` (one RGB per class, for drawing) travel with the dataset. Masks may be class indices
+    or RGB colours; ``labels`` (a FolderLabels) turns either into class indices.
+    """
+
+    def __init__(self, root, split: str, labels: FolderLabels, names: list[str], palette, transform=None):
+        image_dir, mask_dir = Path(root) / split / "images", Path(root) / split / "masks"
+        for folder in (image_dir, mask_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder} not found: a folder dataset has <root>/{split}/images and "
+                                        f"<root>/{split}/masks")
+        _check_pairs(image_dir, mask_dir)
+        super().__init__(image_dir, mask_dir, labels.num_classes, transform, labels)
+        self.names, self.palette = names, palette
+
+    def load_label(self, index: int) -> np.ndarray:
+        path = self.label_paths[index]
+        return check_label(self.label_map(read_mask(path), path), self.num_classes, path)
+
+
+def _check_pairs(image_dir: Path, mask_dir: Path) -> None:
+    """One line naming the first image without a mask, or mask without an image."""
+    images, masks = _files_by_stem(image_dir, IMAGE_SUFFIXES), _files_by_stem(mask_dir, (".png",))
+    without_mask, without_image = sorted(images.keys() - masks.keys()), sorted(masks.keys() - images.keys())
+    counts = f"({len(without_mask)} images without a mask, {len(without_image)} masks without an image)"
+    if without_mask:
+        raise ValueError(f"image {images[without_mask[0]]} has no mask {without_mask[0]}.png in {mask_dir} {counts}")
+    if without_image:
+        raise ValueError(f"mask {masks[without_image[0]]} has no image in {image_dir} {counts}")
+
+
+def folder(root, split: str = "train", transform=None, num_classes: int | None = None, class_names=None,
+           reduce_zero_label: bool = False, ignore_index: int = IGNORE_INDEX) -> FolderDataset:
+    """Your own dataset: ``<root>/{train,val[,test]}/{images,masks}``, classes from ``<root>/classes.json`` or the
+    arguments (see folder_classes). Masks are .png class indices (``ignore_index`` ignored, ``reduce_zero_label``
+    as ADE20K) or RGB colours of classes.json's palette."""
+    if split not in FOLDER_SPLITS:
+        raise ValueError(f"a folder dataset's split is train, val or test, not {split!r}")
+    if root is None:
+        raise ValueError("a folder dataset needs its folder: --data-root PATH (holding train/ and val/)")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    classes = folder_classes(root, num_classes, class_names)
+    labels = FolderLabels(len(classes["names"]), ignore_index, reduce_zero_label, classes["palette"],
+                          classes["ignore_colours"])
+    return FolderDataset(root, split, labels, classes["names"], classes["draw_palette"], transform)
+
+
+def _wrap(items: list[str], width: int = 110) -> list[str]:
+    """``items`` joined by ", " into indented lines of at most ``width`` columns, never splitting an item."""
+    lines = [[]]
+    for item in items:
+        if lines[-1] and len("  " + ", ".join(lines[-1] + [item])) > width:
+            lines.append([])
+        lines[-1].append(item)
+    return ["  " + ", ".join(line) + ("," if index < len(lines) - 1 else "") for index, line in enumerate(lines)]
+
+
+def data_report(splits: dict, names: list[str]) -> tuple[str, list[str]]:
+    """(a short report, warnings) before training: images per split; the class pixel shares and ignore share of
+    each split in ``splits`` that has counts. ``splits`` maps a split name to (images, pixel counts or None),
+    counts as SegmentationFolder.pixel_counts: (num_classes + 1,), the ignore index last."""
+    lines = ["data: " + ", ".join(f"{name} {images} images" for name, (images, _) in splits.items())]
+    warnings = []
+    for split, (_, counts) in splits.items():
+        if counts is None:
+            continue
+        counts = np.asarray(counts, np.float64)
+        total = max(counts.sum(), 1.0)
+        lines.append(f"{split} pixels: ignore {100 * counts[-1] / total:.1f}%; by class:")
+        shares = [f"{name} {100 * share / total:.1f}%" for name, share in zip(names, counts[:-1])]
+        lines += _wrap(shares)
+        if split == "train":
+            warnings += [f"warning: class {k} ({name}) never appears in the training masks"
+                         for k, (name, count) in enumerate(zip(names, counts[:-1])) if count == 0]
+    return "\n".join(lines), warnings
 
 
 # ----------------------------------------------------------------------------- downloads
