@@ -44,8 +44,12 @@ def arg(default, help: str):
 class TrainConfig:
     """One training run. Defaults are the paper's recipe; sizes are per process (per GPU), like mmseg's."""
 
-    dataset: str = arg("camvid", "camvid or ade20k")
+    dataset: str = arg("camvid", "camvid, ade20k, or folder (your own: DATA_ROOT/{train,val[,test]}/{images,masks})")
     data_root: str | None = arg(None, "dataset folder (default: $SEGFORMER_DATA, ../shared/data, ~/.cache)")
+    num_classes: int | None = arg(None, "folder dataset: number of classes, if DATA_ROOT/classes.json is absent")
+    class_names: tuple[str, ...] | None = arg(None, "folder dataset: class names, in mask-value order")
+    reduce_zero_label: bool = arg(False, "folder dataset: mask value 0 is 'other' (ignored), class k is value k+1")
+    ignore_index: int = arg(255, "folder dataset: the mask value left out of loss and metrics")
     model: str = arg("b0", "variant b0..b5, random initialisation")
     pretrained: str | None = arg(None, "encoder weights: a hub id such as nvidia/mit-b0 or a local folder/file")
     out_dir: str = arg("runs/camvid_b0", "where checkpoints, logs and figures go")
@@ -91,6 +95,11 @@ def datasets(cfg: TrainConfig, split: str):
                                    ratio_range=tuple(cfg.ratio_range), ignore_index=IGNORE_INDEX)
     else:
         transform = EvalTransform(scale=tuple(cfg.val_scale) if cfg.val_scale else None)
+    folder_only = {"num_classes": None, "class_names": None, "reduce_zero_label": False, "ignore_index": IGNORE_INDEX}
+    given = [name for name, default in folder_only.items() if getattr(cfg, name) != default]
+    if cfg.dataset != "folder" and given:
+        raise ValueError(f"--{given[0].replace('_', '-')} applies to --dataset folder only; {cfg.dataset} has its "
+                         f"own classes and label encoding")
     if cfg.dataset == "camvid":
         names = list(data.CAMVID_CLASSES)
         return data.camvid(cfg.data_root, split=split, transform=transform), names
@@ -100,7 +109,11 @@ def datasets(cfg: TrainConfig, split: str):
         ade_split = {"train": "training", "val": "validation"}[split]
         names = list(data.ADE20K_CLASSES)
         return data.ade20k(cfg.data_root, split=ade_split, transform=transform), names
-    raise ValueError(f"unknown dataset {cfg.dataset!r}: camvid or ade20k")
+    if cfg.dataset == "folder":
+        dataset = data.folder(cfg.data_root, split, transform, cfg.num_classes, cfg.class_names,
+                              cfg.reduce_zero_label, cfg.ignore_index)
+        return dataset, dataset.names
+    raise ValueError(f"unknown dataset {cfg.dataset!r}: camvid, ade20k or folder")
 
 
 def free_memory() -> int:
@@ -318,9 +331,22 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.val_images is not None:
         val_set = Subset(val_set, range(min(cfg.val_images, len(val_set))))
     # every file checked before the first step: decoded into memory where it fits, else each label read once
+    folders = {"train": train_set, "val": val_set} | ({"test": test_set} if test_set is not None else {})
+    folders = {name: split.dataset if isinstance(split, Subset) else split for name, split in folders.items()}
+    counts = {}
     if not (cfg.in_memory and preload_if_it_fits([train_set, val_set], progress=main and cfg.progress)):
-        for split in (train_set, val_set):
-            (split.dataset if isinstance(split, Subset) else split).check_labels(progress=main and cfg.progress)
+        counts = {name: folders[name].check_labels(progress=main and cfg.progress) for name in ("train", "val")}
+    if test_set is not None:  # not kept in memory: read once after training
+        counts["test"] = folders["test"].check_labels(progress=main and cfg.progress)
+    if main:
+        from .data import data_report
+
+        report, warnings = data_report(
+            {name: (len(folder), counts[name] if name in counts else folder.pixel_counts()) for name, folder in
+             folders.items()}, names)
+        print(report, flush=True)
+        for warning in warnings:
+            print(warning, file=sys.stderr, flush=True)
     num_classes = len(names)
     if len(train_set) < world:
         raise ValueError(f"{len(train_set)} training images cannot be split over {world} processes")
@@ -373,7 +399,7 @@ def train(cfg: TrainConfig) -> dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
                 "best_miou": best_miou, "train_seconds": seconds_before + run_time, "rng": rng,
-                "config": asdict(cfg)}
+                "config": asdict(cfg), "classes": names, "palette": palette_of(train_set, cfg.dataset)}
 
     def write_jsonl(name: str, record: dict) -> None:
         with open(out / name, "a") as f:
@@ -487,6 +513,16 @@ def plot_curves(out_dir: str | Path):
     return fig
 
 
+def palette_of(dataset, dataset_name: str) -> list[tuple[int, int, int]]:
+    """The colour of each class: a folder dataset's own (classes.json, else VOC colours), CamVid's, ADE20K's."""
+    from . import palette as palettes
+
+    folder = dataset.dataset if isinstance(dataset, Subset) else dataset
+    if getattr(folder, "palette", None) is not None:
+        return [tuple(int(c) for c in colour) for colour in folder.palette]
+    return list(palettes.CAMVID_PALETTE if dataset_name == "camvid" else palettes.ADE20K_PALETTE)
+
+
 def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Path, count: int = 3):
     """Rows of image | ground truth | prediction for the first ``count`` images, in the dataset's palette."""
     import matplotlib.pyplot as plt
@@ -494,7 +530,7 @@ def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Pat
     from . import palette as palettes
     from .transforms import denormalize
 
-    colours = palettes.CAMVID_PALETTE if dataset_name == "camvid" else palettes.ADE20K_PALETTE
+    colours = palette_of(dataset, dataset_name)
     device = next(model.parameters()).device
     fig, axes = plt.subplots(count, 3, figsize=(10, 2.6 * count), squeeze=False)
     for row, index in enumerate(range(min(count, len(dataset)))):
@@ -524,7 +560,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
         elif get_origin(options[0]) is tuple:
             parts = get_args(options[0])
-            parser.add_argument(flag, nargs=len(parts), type=parts[0], default=f.default, help=f.metadata["help"])
+            count = "+" if parts[-1] is Ellipsis else len(parts)  # tuple[str, ...]: one or more values
+            parser.add_argument(flag, nargs=count, type=parts[0], default=f.default, help=f.metadata["help"])
         else:
             parser.add_argument(flag, type=options[0], default=f.default, help=f.metadata["help"])
     values = vars(parser.parse_args(argv))
@@ -540,6 +577,14 @@ def one_line(error: Exception) -> str:
     return message
 
 
+def per_class_iou(metrics: dict, split: str) -> str:
+    """One line: mIoU and each class's IoU under its name (n/a: the class is in neither labels nor predictions)."""
+    names = metrics.get("classes") or [f"class_{k}" for k in range(len(metrics["iou"]))]
+    scores = ", ".join(f"{name} {'n/a' if math.isnan(iou) else f'{100 * iou:.1f}'}"
+                       for name, iou in zip(names, metrics["iou"]))
+    return f"{split} mIoU {100 * metrics['miou']:.2f}%; IoU per class (%): {scores}"
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
@@ -551,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if int(os.environ.get("RANK", 0)) == 0:
+        for split, metrics in (("val", result["metrics"]), ("test", result["test_metrics"])):
+            if metrics:
+                print(per_class_iou(metrics, split))
         summary = {k: v for k, v in result.items() if k not in ("losses", "model", "metrics", "test_metrics")}
         print(json.dumps(summary | {"miou": (result["metrics"] or {}).get("miou")}))
     return 0
