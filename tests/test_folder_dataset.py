@@ -1,0 +1,261 @@
+"""Your own dataset (book chapter 8): a folder of images and masks, its checks, training on it, predicting a folder."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segformer_edu import SegFormer, data, predict, train as trainer
+from segformer_edu.checkpoint import save_pretrained
+from segformer_edu.convert import from_edu
+from segformer_edu.train import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ["road", "vehicle", "person", "other"]
+PALETTE = [(128, 64, 128), (0, 0, 142), (220, 20, 60), (70, 70, 70)]
+IGNORE_COLOUR = (0, 0, 0)
+SPLITS = {"train": 4, "val": 2, "test": 2}
+
+
+def quadrants(size: int = 64) -> np.ndarray:
+    """Class indices (size, size): classes 0..3 in the four quadrants, an ignored (255) 8x8 block in a corner."""
+    half = size // 2
+    label = np.zeros((size, size), np.uint8)
+    label[:half, half:], label[half:, :half], label[half:, half:] = 1, 2, 3
+    label[:8, :8] = data.IGNORE_INDEX
+    return label
+
+
+def write_dataset(root: Path, colour_masks: bool = False, classes: dict | list | None = None, size: int = 64) -> Path:
+    """A folder dataset at ``root``: each image shows its label's class colours plus noise (learnable in a few
+    steps), masks as indices or, with ``colour_masks``, as RGB; ``classes`` goes to classes.json."""
+    rng = np.random.default_rng(0)
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(PALETTE)], lut[data.IGNORE_INDEX] = PALETTE, IGNORE_COLOUR
+    for split, count in SPLITS.items():
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for index in range(count):
+            label = np.rot90(quadrants(size), index).copy()
+            noise = rng.integers(-20, 21, (size, size, 3))
+            image = np.clip(lut[label].astype(int) + noise, 0, 255).astype(np.uint8)
+            suffix = ".jpg" if index % 2 else ".png"
+            Image.fromarray(image).save(root / split / "images" / f"{split}_{index}{suffix}")
+            Image.fromarray(lut[label] if colour_masks else label).save(root / split / "masks" / f"{split}_{index}.png")
+    spec = classes if classes is not None else {"names": NAMES, "palette": PALETTE, "ignore_colours": [IGNORE_COLOUR]}
+    (root / "classes.json").write_text(json.dumps(spec))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """check_labels' manifests go to the test's own folder."""
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+
+
+@pytest.fixture
+def dataset_root(tmp_path) -> Path:
+    return write_dataset(tmp_path / "mine")
+
+
+def run_cli(*args, timeout=300):
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(done, *fragments):
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    for fragment in fragments:
+        assert fragment in done.stderr, done.stderr
+
+
+# ----------------------------------------------------------------------------- reading masks
+
+def test_index_masks_and_classes_json(dataset_root):
+    train = data.folder(dataset_root, "train")
+    assert len(train) == 4 and train.names == NAMES and train.palette == PALETTE
+    assert np.array_equal(train.load_label(0), quadrants())
+    image, label = train[1]
+    assert image.shape == (3, 64, 64) and label.dtype == torch.int64
+
+
+def test_colour_masks_are_mapped_through_the_palette(tmp_path):
+    root = write_dataset(tmp_path / "colour", colour_masks=True)
+    masks = data.folder(root, "train")
+    assert Image.open(masks.label_paths[0]).mode == "RGB"
+    for index in range(len(masks)):
+        assert np.array_equal(masks.load_label(index), np.rot90(quadrants(), index))  # classes and ignore colour
+
+
+def test_reduce_zero_label_ignores_zero_and_shifts_the_classes(tmp_path):
+    root = write_dataset(tmp_path / "ade_style", classes=NAMES)
+    for path in sorted((root / "train" / "masks").iterdir()):  # store ADE20K-style: 0 = other, class k as k + 1
+        label = np.array(Image.open(path))
+        Image.fromarray(np.where(label == 255, 0, label + 1).astype(np.uint8)).save(path)
+    reduced = data.folder(root, "train", reduce_zero_label=True).load_label(0)
+    assert np.array_equal(reduced, quadrants())
+    with pytest.raises(ValueError, match=r"holds values \[4\]"):  # without the option, value 4 is no class of 4
+        data.folder(root, "train").load_label(0)
+    assert data.folder(root, "train", class_names=[*NAMES, "fifth"]).load_label(0).max() == 4
+
+
+def test_another_ignore_value_becomes_255(tmp_path):
+    root = write_dataset(tmp_path / "ignore7", classes=NAMES)
+    path = root / "train" / "masks" / "train_0.png"
+    label = np.array(Image.open(path))
+    Image.fromarray(np.where(label == 255, 7, label).astype(np.uint8)).save(path)
+    assert np.array_equal(data.folder(root, "train", ignore_index=7).load_label(0), quadrants())
+    with pytest.raises(ValueError, match=r"train_0\.png holds values \[7\]"):
+        data.folder(root, "train").load_label(0)
+    with pytest.raises(ValueError, match="ignore value 2 is one of the classes"):
+        data.folder(root, "train", ignore_index=2)
+
+
+def test_classes_from_flags_and_disagreements(tmp_path):
+    root = write_dataset(tmp_path / "flags")
+    (root / "classes.json").unlink()
+    assert data.folder(root, "train", num_classes=4).names == ["class_0", "class_1", "class_2", "class_3"]
+    assert data.folder(root, "train", class_names=["a", "b", "c", "d"]).names == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="no classes for .*classes.json.*--num-classes"):
+        data.folder(root, "train")
+    with pytest.raises(ValueError, match="--num-classes 3 but 4 class names"):
+        data.folder(root, "train", num_classes=3, class_names=["a", "b", "c", "d"])
+    (root / "classes.json").write_text(json.dumps({"names": NAMES, "palette": PALETTE[:2]}))
+    with pytest.raises(ValueError, match="palette has 2 entries for 4 classes"):
+        data.folder(root, "train")
+
+
+# ----------------------------------------------------------------------------- bad data, found before training
+
+def size_mismatch(root):
+    path = root / "train" / "masks" / "train_1.png"
+    Image.fromarray(quadrants(48)).save(path)
+    return "train_1.png", "is 64x64 but its label"
+
+
+def value_outside_classes(root):
+    path = root / "train" / "masks" / "train_2.png"
+    label = quadrants()
+    label[40, 40] = 9
+    Image.fromarray(label).save(path)
+    return "train_2.png", "holds values [9] outside the classes 0..3"
+
+
+def colour_missing_from_palette(root):
+    path = root / "train" / "masks" / "train_3.png"
+    mask = np.array(Image.open(path).convert("RGB"))
+    mask[10, 40] = (1, 2, 3)
+    Image.fromarray(mask).save(path)
+    return "train_3.png", "colours missing from the palette (first: (1, 2, 3))"
+
+
+def image_without_mask(root):
+    (root / "train" / "masks" / "train_1.png").unlink()
+    return "train_1.jpg", "has no mask"
+
+
+def mask_without_image(root):
+    (root / "val" / "images" / "val_0.png").unlink()
+    return "val_0.png", "has no image"
+
+
+BAD_DATA = [size_mismatch, value_outside_classes, colour_missing_from_palette, image_without_mask, mask_without_image]
+
+
+@pytest.mark.parametrize("spoil", BAD_DATA, ids=[f.__name__ for f in BAD_DATA])
+def test_bad_data_is_one_line_naming_the_file(tmp_path, spoil):
+    root = write_dataset(tmp_path / "bad", colour_masks=spoil is colour_missing_from_palette)
+    name, message = spoil(root)
+    with pytest.raises(ValueError) as raised:  # the label scan finds it without decoding images
+        for split in ("train", "val"):
+            data.folder(root, split).check_labels()
+    assert name in str(raised.value) and message in str(raised.value)
+    done = run_cli("-m", "segformer_edu.train", "--dataset", "folder", "--data-root", str(root), "--out-dir",
+                   str(tmp_path / "run"), "--max-iters", "2", "--no-progress")
+    assert_one_line_error(done, name, message)
+    assert not (tmp_path / "run" / "latest.pt").exists()
+
+
+def test_report_shares_and_a_warning_for_a_class_never_seen(dataset_root):
+    train = data.folder(dataset_root, "train")
+    counts = train.check_labels()
+    assert counts.sum() == 4 * 64 * 64 and counts[-1] == 4 * 64
+    assert np.array_equal(counts, train.preload().pixel_counts())  # from the frames in memory, the same counts
+    report, warnings = data.data_report({"train": (4, counts), "val": (2, None)}, NAMES)
+    assert report.startswith("data: train 4 images, val 2 images") and "ignore 1.6%" in report
+    assert "road 23.4%" in report and warnings == []
+    counts[1] = 0
+    assert data.data_report({"train": (4, counts)}, NAMES)[1] == [
+        "warning: class 1 (vehicle) never appears in the training masks"]
+
+
+# ----------------------------------------------------------------------------- pretrained weights, new head
+
+def test_pretrained_folder_gets_a_new_head_for_the_dataset_classes(tmp_path):
+    torch.manual_seed(0)
+    released = SegFormer.from_config("b0", num_classes=19)
+    save_pretrained(released, tmp_path / "hf")
+    model = trainer.build_model(TrainConfig(pretrained=str(tmp_path / "hf")), num_classes=4)
+    assert model.config.num_classes == 4
+    assert torch.equal(model.encoder.stages[3].norm.weight, released.encoder.stages[3].norm.weight)
+    assert torch.equal(model.decoder.fuse[0].weight, released.decoder.fuse[0].weight)
+
+
+def test_predict_loads_a_hugging_face_folder(tmp_path):
+    save_pretrained(SegFormer.from_config("b0", num_classes=3), tmp_path / "hf")
+    model, info = predict.load_model(str(tmp_path / "hf"), torch.device("cpu"))
+    assert not model.training and info["names"] == ["class_0", "class_1", "class_2"] and len(info["palette"]) == 3
+
+
+# ----------------------------------------------------------------------------- the two commands, end to end
+
+def test_train_evaluate_predict_through_the_command_line(tmp_path, dataset_root):
+    released = tmp_path / "released.pth"  # an official-style .pth (mmseg keys) with 19 classes
+    torch.save({"state_dict": from_edu(SegFormer.from_config("b0", num_classes=19).state_dict(), "mmseg")}, released)
+    run = tmp_path / "run"
+    done = run_cli("-m", "segformer_edu.train", "--dataset", "folder", "--data-root", str(dataset_root),
+                   "--pretrained", str(released), "--out-dir", str(run), "--crop-size", "64", "64",
+                   "--scale", "64", "64", "--batch-size", "2", "--max-iters", "4", "--warmup-iters", "1",
+                   "--val-interval", "2", "--log-interval", "1", "--test", "--no-progress")  # default workers
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "data: train 4 images, val 2 images, test 2 images" in done.stdout
+    assert "ignore 1.6%; by class:" in done.stdout and "road 23.4%" in done.stdout
+    assert "test mIoU" in done.stdout and "IoU per class (%): road " in done.stdout
+    tested = json.loads((run / "test_metrics.json").read_text())
+    assert tested["classes"] == NAMES and len(tested["iou"]) == 4
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["classes"] == NAMES and [tuple(c) for c in best["palette"]] == PALETTE
+
+    out = tmp_path / "predicted"
+    done = run_cli("-m", "segformer_edu.predict", "--model", str(run), "--images",
+                   str(dataset_root / "test" / "images"), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "predicting" in done.stderr  # the progress bar
+    assert "2 images" in done.stdout and "road, vehicle, person, other" in done.stdout
+    for stem in ("test_0", "test_1"):
+        mask = Image.open(out / "masks" / f"{stem}.png")
+        assert mask.mode == "P" and mask.size == (64, 64)
+        assert np.array(mask).max() < 4  # class indices
+        assert Image.open(out / "overlays" / f"{stem}.jpg").size == (64, 64)
+
+
+@pytest.mark.parametrize("problem", ["missing checkpoint", "empty folder", "unwritable output"])
+def test_predict_errors_are_one_line(tmp_path, dataset_root, problem):
+    model, images, out = tmp_path / "no_run", dataset_root / "test" / "images", tmp_path / "out"
+    model.mkdir()
+    expected = f"no model in {model}"
+    if problem == "empty folder":
+        images, expected = tmp_path / "empty", f"no images (.jpg, .jpeg, .png) in {tmp_path / 'empty'}"
+        images.mkdir()
+    if problem == "unwritable output":
+        (tmp_path / "a_file").write_text("")
+        out, expected = tmp_path / "a_file" / "out", f"cannot write to {tmp_path / 'a_file' / 'out'}"
+    done = run_cli("-m", "segformer_edu.predict", "--model", str(model), "--images", str(images), "--out", str(out))
+    assert_one_line_error(done, expected)
