@@ -9,7 +9,6 @@ the indices); ``OUT/overlays/<stem>.jpg`` the image with the classes' colours bl
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

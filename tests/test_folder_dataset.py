@@ -209,9 +209,9 @@ def test_pretrained_folder_gets_a_new_head_for_the_dataset_classes(tmp_path):
 
 
 def test_predict_loads_a_hugging_face_folder(tmp_path):
-    save_pretrained(SegFormer.from_config("b0", num_classes=3), tmp_path / "hf")
+    save_pretrained(SegFormer.from_config("b0", num_classes=3), tmp_path / "hf", class_names=["a", "b", "c"])
     model, info = predict.load_model(str(tmp_path / "hf"), torch.device("cpu"))
-    assert not model.training and info["names"] == ["class_0", "class_1", "class_2"] and len(info["palette"]) == 3
+    assert not model.training and info["names"] == ["a", "b", "c"] and len(info["palette"]) == 3  # config.json's
 
 
 # ----------------------------------------------------------------------------- the two commands, end to end
@@ -259,3 +259,10 @@ def test_predict_errors_are_one_line(tmp_path, dataset_root, problem):
         out, expected = tmp_path / "a_file" / "out", f"cannot write to {tmp_path / 'a_file' / 'out'}"
     done = run_cli("-m", "segformer_edu.predict", "--model", str(model), "--images", str(images), "--out", str(out))
     assert_one_line_error(done, expected)
+
+
+def test_class_flags_parse_and_belong_to_folder_datasets_only(tiny_dataset):
+    cfg = trainer.parse_args(["--dataset", "folder", "--class-names", "road", "sky", "--ignore-index", "0"])
+    assert cfg.class_names == ("road", "sky") and cfg.ignore_index == 0 and cfg.num_classes is None
+    with pytest.raises(ValueError, match="--class-names applies to --dataset folder only"):
+        trainer.datasets(TrainConfig(dataset="camvid", data_root=str(tiny_dataset), class_names=("a",)), "train")
