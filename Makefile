@@ -1,5 +1,6 @@
 # `make book`: set up a virtual environment and build the book (the main job).
-# `make test`: set up the same environment and run the package tests and every notebook with nbval.
+# `make test`: set up the same environment and run the package tests, every notebook with nbval, and the check of
+# the rendered book (needs Debian's `chromium`; .ci/run installs it).
 PYTHON ?= python3
 VENV ?= .venv
 # The team's CPU machines have this CPU build on disk; elsewhere set TORCH="torch" (or keep a preinstalled one).
@@ -30,7 +31,8 @@ $(MATHJAX): package.json package-lock.json
 book: venv mathjax
 	$(BIN)/jupyter-book build . -W --keep-going
 
-test: venv
+# tests/test_rendered_book.py builds the book (so MathJax must be there) and reads it in headless Chromium
+test: venv mathjax
 	$(BIN)/python -m pytest
 
 clean:
