@@ -66,6 +66,20 @@ def step_images_per_s(variant: str, crop: tuple[int, int], batch: int, dtype, st
     return batch / statistics.median(times)
 
 
+def attention_ms(dtype, batch: int, crop: tuple[int, int], steps: int) -> float:
+    """Median ms of forward + backward of stage 1's fused attention (B0: 32 channels, one head, sr = 8)."""
+    tokens, keys = (crop[0] // 4) * (crop[1] // 4), (crop[0] // 32) * (crop[1] // 32)
+    q = torch.randn(batch, 1, tokens, 32, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(batch, 1, keys, 32, dtype=dtype, requires_grad=True) for _ in range(2))
+    times = []
+    for index in range(steps + 2):
+        start = time.perf_counter()
+        torch.nn.functional.scaled_dot_product_attention(q, k, v).float().sum().backward()
+        if index >= 2:
+            times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
 def pipeline_images_per_s(crop: tuple[int, int], scale: tuple[int, int], frames: list, repeats: int) -> float:
     """Images/s of the training transform on one thread, over in-memory frames."""
     transform = TrainTransform(crop_size=crop, scale=scale, ratio_range=(0.5, 2.0), seed=0)
@@ -117,6 +131,12 @@ def main():
                 print(f"  {args.variant} step, batch {args.batch}, {name}{layout}: {speed:6.1f} images/s")
                 rows.append(dict(part="training step", crop=list(crop), dtype=name, channels_last=channels_last,
                                  batch=args.batch, images_per_s=speed))
+    crop = args.crops[0]
+    for dtype in (torch.float32, torch.bfloat16):
+        ms = attention_ms(dtype, args.batch, crop, args.steps)
+        print(f"stage-1 attention forward + backward, batch {args.batch}, {crop[0]}x{crop[1]}, {dtype}: {ms:.1f} ms")
+        rows.append(dict(part="stage-1 attention fwd+bwd", crop=list(crop), dtype=str(dtype).split(".")[-1],
+                         batch=args.batch, ms=ms))
     result = dict(machine=cpu_name(), threads=torch.get_num_threads(), native_bf16=cpu_has_bf16(),
                   torch=torch.__version__, variant=args.variant, load_average=os.getloadavg()[0], rows=rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

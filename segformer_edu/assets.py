@@ -33,3 +33,20 @@ def trained_camvid_model(book_dir: str | Path = "."):
 
     files = [book_file(f"{TRAINED_CAMVID}/{name}", book_dir) for name in ("config.json", "model.safetensors")]
     return SegFormer.from_pretrained(files[0].parent).eval()
+
+
+def segment_frame(model, frame, scale: tuple[int, int] | None = (240, 180)):
+    """Class indices (H, W) for an RGB frame (H, W, 3) uint8, the way the CamVid run was tested: the frame resized
+    to ``scale`` (long, short side; EvalTransform aligns it to multiples of 32), the logits resized back."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from .transforms import EvalTransform
+
+    frame = np.asarray(frame)
+    images, _ = EvalTransform(scale=scale)(frame, np.zeros(frame.shape[:2], np.uint8))  # (3, h, w)
+    with torch.no_grad():
+        logits = model(images[None])  # (1, K, h/4, w/4)
+    logits = F.interpolate(logits, size=frame.shape[:2], mode="bilinear", align_corners=False)
+    return logits.argmax(1)[0].numpy()

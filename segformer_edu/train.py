@@ -165,8 +165,9 @@ def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     """The autocast dtype, or None for fp32. auto: bf16 where the GPU has it (no scaler needed), else fp16; fp32 on
-    CPUs, where bf16 autocast made B0's training step slower, even on a CPU with AVX-512 BF16
-    (benchmarks/bench_cpu_training.py: attention's backward and the small matrix products lose more than they gain).
+    CPUs: even with AVX-512 BF16, bf16 autocast made B0's step slower at the small crops a CPU run affords and only
+    modestly faster at 360x480 (benchmarks/bench_cpu_training.py; attention's backward loses most). Ask for bf16
+    explicitly where it pays.
     """
     if amp not in ("auto", "bf16", "fp16", "fp32"):
         raise ValueError(f"amp must be auto, bf16, fp16 or fp32, not {amp!r}")

@@ -19,3 +19,22 @@ def test_a_missing_file_is_fetched_once_from_the_repository(tmp_path, monkeypatc
     assert fetched.read_bytes() == (BOOK / assets.FRAME).read_bytes()
     monkeypatch.setattr(data, "urlopen", None)  # a second call must not download again
     assert assets.book_file(assets.FRAME, tmp_path / "a_lone_chapter") == fetched
+
+
+def test_segment_frame_is_the_evaluation_protocol():
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from segformer_edu import SegFormer
+    from segformer_edu.transforms import EvalTransform
+
+    torch.manual_seed(0)
+    model = SegFormer.from_config("b0", num_classes=5).eval()
+    frame = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    labels = assets.segment_frame(model, frame, scale=(60, 45))
+    images, _ = EvalTransform(scale=(60, 45))(frame, np.zeros((90, 120), np.uint8))
+    assert images.shape == (3, 64, 64)  # 60x45 aligned up to multiples of 32
+    with torch.no_grad():
+        expected = F.interpolate(model(images[None]), size=(90, 120), mode="bilinear").argmax(1)[0]
+    assert labels.shape == (90, 120) and np.array_equal(labels, expected.numpy())
