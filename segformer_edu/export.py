@@ -1,0 +1,141 @@
+"""Export to ONNX, to run SegFormer outside PyTorch (onnxruntime, TensorRT...; book chapter 10).
+
+    python -m segformer_edu.export --model runs/my_run --out model.onnx [--int8]
+
+The graph is PyTorch's own: ``torch.onnx.export(..., dynamo=True)`` traces the model with ``torch.export`` and
+onnxscript translates the trace, one ONNX op per aten op (attention becomes MatMul, Softmax, MatMul; the spatial
+reduction a strided Conv, then LayerNormalization).
+
+What is dynamic (``dynamic=True``):
+  - the batch, the height and the width: input ``images`` (B, 3, H, W) float32, ImageNet-normalised as for
+    PyTorch; output ``logits`` (B, num_classes, ceil(H / 4), ceil(W / 4)), at 1/4 resolution like ``model(x)``:
+    upsampling and argmax stay with the caller, as in ``predict``.
+What is not:
+  - the smallest side, ``model.config.min_side`` (29 px for B0-B5). PyTorch refuses smaller images with a message;
+    the ONNX graph has no such check, and onnxruntime fails inside the first reduction conv ("Invalid input shape").
+  - the channels (3) and the dtype (float32); the number of classes and the weights are constants of the file.
+The trace assumes each reduced map is wider than one pixel (PyTorch specialises sizes 0 and 1), but every op in the
+graph is size-generic: tests/test_export.py checks 29x45, where stage 1's reduced map is 1x1, against PyTorch.
+"""
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+TRACE_SIZE = (64, 64)  # the example the trace runs on: any size >= min_side whose reduced maps are all > 1 px
+
+
+def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = True,
+            size: tuple[int, int] = TRACE_SIZE) -> Path:
+    """Write ``model`` (images (B, 3, H, W) -> logits (B, K, H/4, W/4)) to ``path`` as ONNX; return the path.
+
+    ``dynamic=True``: batch, height and width are free (height and width >= ``model.config.min_side``);
+    ``dynamic=False``: the graph is fixed to one image of ``size`` (H, W). ``opset=None``: the exporter's default.
+    """
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (the dynamo exporter's translator; checked here to name both in one message)
+    except ImportError as error:
+        raise ImportError("export needs onnx and onnxscript: pip install onnx onnxscript") from error
+    path = Path(path)
+    config = model.config
+    # batch 2, not 1: torch.export specialises a dimension that is 1 in the example to a constant 1
+    example = torch.randn(2 if dynamic else 1, config.in_channels, *size, device=next(model.parameters()).device)
+    # names, not Dim("height", min=29): the exporter makes them Dim.DYNAMIC and names the ONNX axes after them. A
+    # Dim with a range fails: the trace adds guards that reduced maps are not 1 px (see the module docstring)
+    dynamic_shapes = {"images": {0: "batch", 2: "height", 3: "width"}} if dynamic else None
+    was_training = model.training
+    model.eval()  # BatchNorm's running statistics and no dropout: a train-mode export gives other numbers
+    try:
+        with warnings.catch_warnings():
+            # the exporter's notes on its own internals (torchvision ops it skips, a pytree deprecation), not the model
+            warnings.simplefilter("ignore", FutureWarning)
+            logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dynamic_shapes,
+                                        opset_version=opset, verbose=False, input_names=["images"],
+                                        output_names=["logits"])
+    except Exception as error:
+        raise RuntimeError(
+            f"torch.onnx.export(dynamo=True) failed on this model ({type(error).__name__}: {first_line(error)}). "
+            "Try dynamic=False (one fixed size), another opset, or a newer torch/onnxscript; torch.export.draft_export "
+            "(model, (images,)) reports what the trace cannot handle") from error
+    finally:
+        model.train(was_training)
+    program.save(str(path), external_data=False)  # one file: B5 is 0.3 GB, well under protobuf's 2 GB limit
+    onnx.checker.check_model(str(path), full_check=True)  # full_check also runs ONNX's shape inference
+    return path
+
+
+def quantize_int8(source, target) -> Path:
+    """onnxruntime's dynamic quantization: weights stored as int8 (B0's file: 3.4x smaller), activations quantized on
+    the fly at run time; no calibration data. ``source`` and ``target`` are ONNX files; returns ``target``."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as error:
+        raise ImportError("--int8 needs onnxruntime: pip install onnxruntime") from error
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    return Path(target)
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
+def check_writable(path: Path) -> None:
+    """Create ``path``'s folder and try a write now, rather than after a minute of export."""
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():  # mkdir would only say "File exists"
+        raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as error:
+        raise PermissionError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m segformer_edu.export", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True,
+                        help="a training run's out_dir (best.pt), a checkpoint file, a Hugging Face folder or hub id")
+    parser.add_argument("--out", required=True, help="the ONNX file to write")
+    parser.add_argument("--int8", action="store_true",
+                        help="write the int8 model (onnxruntime dynamic quantization) to --out instead of float32")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from .predict import load_model  # run folders, training checkpoints, HF folders, hub ids, official files
+
+    args = parse_args(argv)
+    out = Path(args.out).expanduser()
+    try:
+        check_writable(out)  # the cheap check before loading a model
+        model, _ = load_model(args.model, torch.device("cpu"))
+        if args.int8:
+            fp32 = out.with_name(out.stem + ".fp32.tmp.onnx")
+            try:
+                quantize_int8(to_onnx(model, fp32, args.opset), out)
+            finally:
+                fp32.unlink(missing_ok=True)
+        else:
+            to_onnx(model, out, args.opset)
+    except (ImportError, OSError, ValueError, RuntimeError) as error:  # missing files, unwritable output...: a line
+        print(f"error: {first_line(error)}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB{', int8 weights' if args.int8 else ''}): images "
+          f"(B, 3, H, W) float32, H, W >= {model.config.min_side} -> logits (B, {model.config.num_classes}, H/4, W/4)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
