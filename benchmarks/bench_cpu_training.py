@@ -8,7 +8,7 @@ on one thread, as one data-loading worker runs it. Together they say whether a w
     python benchmarks/bench_cpu_training.py                         # B0, CamVid settings, fp32 and bf16
     python benchmarks/bench_cpu_training.py --crops 180x240 --batch 8 --steps 5
 
-Writes the numbers to --out (default book/results/speed_cpu_training.json), which chapter 8 shows.
+Writes the numbers to --out (default book/results/cpu_training_speed.json), which chapter 8 shows.
 """
 
 import argparse
@@ -109,7 +109,7 @@ def main():
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (median reported)")
     parser.add_argument("--frames", type=int, default=24, help="CamVid training frames for the pipeline")
     parser.add_argument("--channels-last", action="store_true", help="also time the step in channels-last layout")
-    parser.add_argument("--out", type=Path, default=RESULTS / "speed_cpu_training.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "cpu_training_speed.json")
     args = parser.parse_args()
 
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, native bf16: {cpu_has_bf16()}")
