@@ -43,7 +43,10 @@ def resize_label(label: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 def normalize(image: np.ndarray) -> torch.Tensor:
     """uint8 RGB (H, W, 3) -> float (3, H, W) with ImageNet mean and std, as the pretrained encoder expects."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255  # (3, H, W)
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # e.g. np.asarray of a PIL image: torch would warn on sharing read-only memory
+        image = image.copy()
+    x = torch.from_numpy(image).permute(2, 0, 1).float() / 255  # (3, H, W)
     return (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
 
 
