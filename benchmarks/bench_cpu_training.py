@@ -14,8 +14,6 @@ Writes the numbers to --out (default book/results/cpu_training_speed.json), whic
 import argparse
 import json
 import os
-import platform
-import re
 import statistics
 import time
 from pathlib import Path
@@ -25,16 +23,10 @@ import torch
 from segformer_edu import SegFormer
 from segformer_edu.data import camvid
 from segformer_edu.schedule import build_optimizer
-from segformer_edu.train import segmentation_loss
+from segformer_edu.train import cpu_name, segmentation_loss
 from segformer_edu.transforms import TrainTransform
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
-
-
-def cpu_name() -> str:
-    info = Path("/proc/cpuinfo")
-    names = re.findall(r"model name\s*:\s*(.*)", info.read_text()) if info.exists() else []
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def cpu_has_bf16() -> bool:

@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import re
 import statistics
 import tempfile
@@ -31,6 +30,7 @@ import torch
 from segformer_edu import SegFormer
 from segformer_edu.checkpoint import save_pretrained
 from segformer_edu.flops import analytic_macs, total
+from segformer_edu.train import cpu_name
 
 # dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets, by a substring of
 # torch.cuda.get_device_name(); the first match wins, so more specific names come first
@@ -43,12 +43,6 @@ RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 
 def device_slug(device: torch.device) -> str:
     return "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name(device).lower()).strip("_")
-
-
-def cpu_name() -> str:
-    info = Path("/proc/cpuinfo")
-    names = re.findall(r"model name\s*:\s*(.*)", info.read_text()) if info.exists() else []
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def peak_tflops(device: torch.device) -> float | None:

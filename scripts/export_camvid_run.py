@@ -13,8 +13,6 @@ wall time, iterations, images seen, evaluation scale, command).
 import argparse
 import json
 import os
-import platform
-import re
 import shutil
 import sys
 import time
@@ -25,13 +23,7 @@ import torch
 from segformer_edu import SegFormer
 from segformer_edu.checkpoint import save_pretrained
 from segformer_edu.data import CAMVID_CLASSES
-from segformer_edu.train import TrainConfig, datasets, evaluate, plot_curves, read_jsonl
-
-
-def cpu_name() -> str:
-    info = Path("/proc/cpuinfo")
-    names = re.findall(r"model name\s*:\s*(.*)", info.read_text()) if info.exists() else []
-    return names[0] if names else platform.processor() or platform.machine()
+from segformer_edu.train import TrainConfig, cpu_name, datasets, evaluate, plot_curves, read_jsonl
 
 
 def main():

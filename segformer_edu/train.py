@@ -12,7 +12,9 @@ import argparse
 import json
 import math
 import os
+import platform
 import random
+import re
 import signal
 import sys
 import threading
@@ -267,6 +269,13 @@ class StopRequest:
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def cpu_name() -> str:
+    """The processor's name as the OS reports it (Linux's /proc/cpuinfo), for the summaries that state a machine."""
+    info = Path("/proc/cpuinfo")
+    names = re.findall(r"model name\s*:\s*(.*)", info.read_text()) if info.exists() else []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
