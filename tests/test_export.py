@@ -100,3 +100,62 @@ def test_cli_int8(exported, tmp_path, monkeypatch, capsys):
     (logits,) = session(out).run(None, {"images": images.numpy()})
     agreement = (logits.argmax(1) == expected).mean()
     assert agreement > 0.9  # measured 0.978 of the 1/4-resolution pixels (random weights, 4 classes)
+
+
+# B1: the same depths as B0 but every stage twice as wide (64..512 channels) and a 256-channel decoder, so other
+# weight shapes and head widths go through the trace; odd sizes it never saw, batch 2
+@pytest.mark.parametrize("shape", [(1, 61, 93), (2, 130, 97)])
+def test_second_variant_round_trip(b1_exported, shape):
+    model, runtime = b1_exported
+    batch, height, width = shape
+    images = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(width))
+    with torch.no_grad():
+        expected = model(images)
+    logits = runtime(images)
+    assert logits.shape == expected.shape == (batch, 7, math.ceil(height / 4), math.ceil(width / 4))
+    np.testing.assert_allclose(logits.numpy(), expected.numpy(), atol=ATOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def b1_exported(tmp_path_factory):
+    torch.manual_seed(1)
+    model = SegFormer.from_config("b1", num_classes=7).eval()
+    path = export.to_onnx(model, tmp_path_factory.mktemp("onnx_b1") / "b1.onnx")
+    return model, export.OnnxRuntimeModel(path, threads=1)
+
+
+def test_onnxruntime_model_runs_the_test_time_protocols(exported):
+    """The wrapper is called like the PyTorch model, so sliding windows and multi-scale + flip run through it."""
+    from segformer_edu.inference import segment
+
+    model, path, _ = exported
+    wrapped = export.OnnxRuntimeModel(path, threads=1)
+    images = torch.randn(1, 3, 70, 101, generator=torch.Generator().manual_seed(2))
+    for protocol in ({"mode": "slide", "crop_size": (48, 64), "stride": (32, 40)},
+                     {"scales": (0.75, 1.25), "flip": True}):
+        with torch.no_grad():
+            expected = segment(model, images, **protocol)
+        np.testing.assert_allclose(segment(wrapped, images, **protocol).numpy(), expected.numpy(), atol=ATOL)
+
+
+def test_static_int8_is_calibrated_and_close(exported, tmp_path):
+    """Static quantization: int8 operands for every Conv and MatMul, float LayerNorm weights; logits stay close."""
+    model, path, _ = exported
+    generator = torch.Generator().manual_seed(3)
+    calibration = [torch.randn(1, 3, 64, 64, generator=generator).numpy() for _ in range(4)]
+    out = export.quantize_int8(path, tmp_path / "static.onnx", calibration=calibration)
+    graph = onnx.load(str(out)).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    for node in graph.node:
+        if node.op_type in ("Conv", "MatMul"):  # both operands come through int8 (weights and activations)
+            assert set(node.input[:2]) <= dequantized, node.name
+        if node.op_type == "LayerNormalization":  # its scale and shift stay float32 weights
+            assert all(weights[name].data_type == onnx.TensorProto.FLOAT for name in node.input[1:]), node.name
+    images = torch.randn(1, 3, 97, 130, generator=generator)
+    with torch.no_grad():
+        expected = model(images)
+    logits = export.OnnxRuntimeModel(out, threads=1)(images)
+    error = (logits - expected).abs().mean() / expected.abs().mean()
+    assert error < 0.1, error  # int8 noise, not a broken graph (which would be ~1)
+    assert (logits.argmax(1) == expected.argmax(1)).float().mean() > 0.8

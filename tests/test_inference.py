@@ -98,3 +98,21 @@ def test_flip_alone_is_the_mirror_average(model, images):
 def test_bad_protocol_arguments_say_what_is_expected(model, images, kwargs, message):
     with pytest.raises(ValueError, match=message):
         model.predict(images, **kwargs)
+
+
+def test_evaluate_with_a_protocol(model):
+    """train.evaluate runs a protocol through inference.segment: a window covering the image is one pass, and the
+    metrics are those of the plain evaluation; flips change them."""
+    from segformer_edu.train import evaluate
+
+    generator = torch.Generator().manual_seed(5)
+    frames = [(torch.randn(3, 64, 96, generator=generator), torch.randint(0, 5, (64, 96), generator=generator))
+              for _ in range(3)]
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        plain = evaluate(model, frames, 5, cpu)
+        covering = evaluate(model, frames, 5, cpu, protocol={"mode": "slide", "crop_size": (64, 96)})
+        flipped = evaluate(model, frames, 5, cpu, protocol={"flip": True})
+    assert covering["miou"] == plain["miou"] and covering["iou"] == plain["iou"]
+    assert flipped["iou"] != plain["iou"]
+    assert plain["model_seconds"] > 0
