@@ -54,7 +54,7 @@ def calibration_batches(count: int = 16):
 
 
 def summary(metrics: dict) -> dict:
-    keep = ("miou", "pixel_accuracy", "iou", "model_seconds")
+    keep = ("miou", "acc", "iou", "model_seconds")
     return {key: metrics[key] for key in keep if key in metrics}
 
 
