@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import errors
+
 TRACE_SIZE = (64, 64)  # the example the trace runs on: any size >= min_side whose reduced maps are all > 1 px
 
 
@@ -62,7 +64,7 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
                                         output_names=["logits"])
     except Exception as error:
         raise RuntimeError(
-            f"torch.onnx.export(dynamo=True) failed on this model ({type(error).__name__}: {first_line(error)}). "
+            f"torch.onnx.export(dynamo=True) failed on this model ({type(error).__name__}: {errors.one_line(error)}). "
             "Try dynamic=False (one fixed size), another opset, or a newer torch/onnxscript; torch.export.draft_export "
             "(model, (images,)) reports what the trace cannot handle") from error
     finally:
@@ -146,10 +148,6 @@ class OnnxRuntimeModel(nn.Module):
         return f"{self.path.name}"
 
 
-def first_line(error: Exception) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0]
-
-
 def check_writable(path: Path) -> None:
     """Create ``path``'s folder and try a write now, rather than after a minute of export."""
     blocker = next((p for p in path.parents if p.exists()), None)
@@ -194,8 +192,7 @@ def main(argv=None) -> int:
         else:
             to_onnx(model, out, args.opset)
     except (ImportError, OSError, ValueError, RuntimeError) as error:  # missing files, unwritable output...: a line
-        print(f"error: {first_line(error)}", file=sys.stderr)
-        return 1
+        return errors.report(error)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB{', int8 weights' if args.int8 else ''}): images "
           f"(B, 3, H, W) float32, H, W >= {model.config.min_side} -> logits (B, {model.config.num_classes}, H/4, W/4)")
     return 0

@@ -10,7 +10,6 @@ multi-scale + flip ("MS" rows), as mmseg's ``EncoderDecoder`` runs them.
 Every function returns scores at the input's full resolution, (B, K, H, W).
 """
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

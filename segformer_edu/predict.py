@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import errors
 from .data import ADE20K_CLASSES, CAMVID_CLASSES, IMAGE_SUFFIXES, read_image
 from .model import SegFormer
 from .palette import CAMVID_PALETTE, ade20k_palette, colorize
@@ -168,8 +169,7 @@ def main(argv=None) -> int:
         scale = tuple(args.scale) if args.scale else info["scale"]
         written = predict_folder(model, args.images, args.out, info["palette"], scale, args.progress)
     except (ImportError, OSError, ValueError) as error:  # missing files, unwritable output, bad checkpoints: a message
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return errors.report(error)
     print(f"{len(written)} images: class indices in {Path(args.out) / 'masks'}, overlays in "
           f"{Path(args.out) / 'overlays'}; classes {', '.join(info['names'])}")
     return 0

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, Subset
 
+from . import errors
 from .model import SegFormer
 from .schedule import build_optimizer
 
@@ -589,15 +590,6 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def one_line(error: Exception) -> str:
-    """The error's own message; for an error re-raised from a data-loading worker, the original error's last line
-    instead of the worker's whole traceback."""
-    message = str(error)
-    if "Original Traceback" in message:
-        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
-    return message
-
-
 def per_class_iou(metrics: dict, split: str) -> str:
     """One line: mIoU and each class's IoU under its name (n/a: the class is in neither labels nor predictions)."""
     names = metrics.get("classes") or [f"class_{k}" for k in range(len(metrics["iou"]))]
@@ -611,8 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(cfg)
     except (FileNotFoundError, NonFiniteLossError, ValueError) as error:  # a message, not a traceback
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 1
+        return errors.report(error)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
