@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -113,6 +114,22 @@ def _check_same_size(image_path, image_hw, label_path, label_hw) -> None:
     if tuple(image_hw) != tuple(label_hw):
         raise ValueError(f"image {image_path} is {image_hw[0]}x{image_hw[1]} but its label {label_path} is "
                          f"{label_hw[0]}x{label_hw[1]} (height x width)")
+
+
+def _forget_removed_folders(manifest_path: Path, label_dir: Path) -> None:
+    """Record which label folder ``manifest_path`` belongs to (in ``folders.json`` beside it), and delete the
+    manifests of folders that no longer exist (temporary datasets), so that the cache does not grow without end."""
+    index_path = manifest_path.parent / "folders.json"
+    try:
+        folders = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        folders = {}
+    folders[manifest_path.name] = str(label_dir.resolve())
+    for name, folder in list(folders.items()):
+        if not Path(folder).is_dir():
+            (manifest_path.parent / name).unlink(missing_ok=True)
+            del folders[name]
+    index_path.write_text(json.dumps(folders, indent=0))
 
 
 def _signature(path: Path) -> list[int]:
@@ -216,6 +233,7 @@ class SegmentationFolder(Dataset):
         finally:  # what was checked stays checked, even when a bad label stops the scan
             manifest_path.parent.mkdir(parents=True, exist_ok=True)
             manifest_path.write_text(json.dumps(manifest))
+            _forget_removed_folders(manifest_path, self.label_dir)
         return counts
 
     def pixel_counts(self, progress: bool = False) -> np.ndarray:
@@ -411,6 +429,11 @@ def folder_classes(root: str | Path, num_classes: int | None = None, class_names
     if not 1 <= len(names) <= IGNORE_INDEX:
         raise ValueError(f"{len(names)} classes: between 1 and {IGNORE_INDEX} are supported (labels are uint8)")
     palette = spec.get("palette")
+    if palette is not None and class_names and len(palette) != len(names):
+        # the command line's names replace the file's; its colours cannot be matched to them
+        warnings.warn(f"{path}'s palette ({len(palette)} colours) is not used: --class-names gives {len(names)} "
+                      f"classes; colour masks need one colour per class in classes.json")
+        palette = None
     if palette is not None and (len(palette) != len(names) or any(len(c) != 3 for c in palette)):
         raise ValueError(f"{path}'s palette has {len(palette)} entries for {len(names)} classes: "
                          f"one [r, g, b] per class, in the order of the names")

@@ -2,6 +2,7 @@
 reduce_zero_label, where datasets are found, atomic and resumable downloads (offline: file:// and fake servers)."""
 
 import io
+import shutil
 import urllib.error
 import zipfile
 
@@ -285,3 +286,16 @@ def test_check_labels_finds_a_bad_label_and_reads_each_good_one_once(tiny_datase
     with pytest.raises(ValueError, match=r"train_004\.png holds values \[30\]"):
         data.camvid(tiny_dataset, "train").check_labels()
     assert len(reads) == 7
+
+
+def test_manifests_of_removed_folders_are_deleted(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, copy)
+    data.camvid(copy, "train").check_labels()
+    data.camvid(tiny_dataset, "train").check_labels()
+    manifests = tmp_path / "cache" / "checked_labels"
+    assert len(list(manifests.glob("*.json"))) == 3  # two manifests and the index of their folders
+    shutil.rmtree(copy)  # a temporary dataset, gone: its manifest goes at the next check
+    data.camvid(tiny_dataset, "train").check_labels()
+    assert len(list(manifests.glob("*.json"))) == 2

@@ -130,6 +130,12 @@ def test_classes_from_flags_and_disagreements(tmp_path):
     (root / "classes.json").write_text(json.dumps({"names": NAMES, "palette": PALETTE[:2]}))
     with pytest.raises(ValueError, match="palette has 2 entries for 4 classes"):
         data.folder(root, "train")
+    # --class-names replaces the file's names: its palette of another length is set aside, with a warning
+    (root / "classes.json").write_text(json.dumps({"names": NAMES[:3], "palette": PALETTE[:3]}))
+    with pytest.warns(UserWarning, match="palette \\(3 colours\\) is not used: --class-names gives 4"):
+        flagged = data.folder(root, "train", class_names=["a", "b", "c", "d"])
+    labels = flagged[0][1]
+    assert flagged.names == ["a", "b", "c", "d"] and set(labels.unique().tolist()) <= {0, 1, 2, 3, 255}
 
 
 # ----------------------------------------------------------------------------- bad data, found before training
