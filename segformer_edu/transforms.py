@@ -29,24 +29,28 @@ def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, 
     return int(width * factor + 0.5), int(height * factor + 0.5)
 
 
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` of a contiguous copy when needed: a read-only array (np.asarray of a PIL image) is copied,
+    since torch warns on sharing read-only memory."""
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """uint8 (H, W, 3) -> uint8 (h, w, 3), bilinear with half-pixel centres (OpenCV INTER_LINEAR)."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8, channels-last
+    x = as_tensor(image).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8, channels-last
     return F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
 
 
 def resize_label(label: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """uint8 (H, W) -> uint8 (h, w) by nearest neighbour: no new values appear at class borders."""
-    x = torch.from_numpy(np.ascontiguousarray(label))[None, None]  # (1, 1, H, W)
+    x = as_tensor(label)[None, None]  # (1, 1, H, W)
     return F.interpolate(x, size=size_hw, mode="nearest")[0, 0].numpy()
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:
     """uint8 RGB (H, W, 3) -> float (3, H, W) with ImageNet mean and std, as the pretrained encoder expects."""
-    image = np.ascontiguousarray(image)
-    if not image.flags.writeable:  # e.g. np.asarray of a PIL image: torch would warn on sharing read-only memory
-        image = image.copy()
-    x = torch.from_numpy(image).permute(2, 0, 1).float() / 255  # (3, H, W)
+    x = as_tensor(image).permute(2, 0, 1).float() / 255  # (3, H, W)
     return (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
 
 

@@ -1,5 +1,7 @@
 """The mmseg training and test pipelines: shapes, padding, nearest labels, flips, cat_max_ratio, colour, seeding."""
 
+import warnings
+
 import matplotlib.colors
 import numpy as np
 import pytest
@@ -8,7 +10,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from segformer_edu.transforms import (EvalTransform, TrainTransform, denormalize, hsv_to_rgb, normalize,
-                                      photometric_distortion, rescale_size, rgb_to_hsv)
+                                      photometric_distortion, rescale_size, resize_image, resize_label,
+                                      rgb_to_hsv)
 
 
 def sample(height=48, width=64, seed=0):
@@ -145,3 +148,14 @@ def test_eval_transform_resizes_the_image_only_and_denormalize_inverts_normalize
     assert torch.allclose(x, normalize(image)) and np.array_equal(denormalize(x), image)
     assert torch.allclose(x.mean((1, 2)), (torch.tensor(image / 255.0).float().mean((0, 1)) - torch.tensor(
         [0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]), atol=1e-5)
+
+
+def test_read_only_arrays_are_copied_without_a_warning():
+    image = np.asarray(Image.fromarray(np.full((6, 8, 3), 200, dtype=np.uint8)))  # PIL's memory: read-only
+    label = np.asarray(Image.fromarray(np.zeros((6, 8), dtype=np.uint8)))
+    assert not image.flags.writeable and not label.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "The given NumPy array is not writable" would raise
+        assert resize_image(image, (3, 4)).shape == (3, 4, 3)
+        assert resize_label(label, (3, 4)).shape == (3, 4)
+        assert normalize(image).shape == (3, 6, 8)
