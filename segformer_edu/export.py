@@ -74,8 +74,10 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     return path
 
 
-def quantize_int8(source, target, calibration=None) -> Path:
+def quantize_int8(source, target, calibration=None, op_types=("Conv", "MatMul")) -> Path:
     """int8 weights with onnxruntime's quantization tools; ``source`` and ``target`` are ONNX files.
+
+    ``op_types``: the ops to quantize (SegFormer's weights are all in Conv and MatMul); the others stay float32.
 
     ``calibration=None``: dynamic quantization. Weights are stored as int8 (B0's file: 3.4x smaller); activations
     are quantized on the fly at run time, so no data is needed.
@@ -93,9 +95,10 @@ def quantize_int8(source, target, calibration=None) -> Path:
     logging.getLogger().addFilter(not_preprocessing_advice)
     try:
         if calibration is None:
-            q.quantize_dynamic(str(source), str(target), weight_type=q.QuantType.QInt8)
+            q.quantize_dynamic(str(source), str(target), weight_type=q.QuantType.QInt8,
+                               op_types_to_quantize=list(op_types))
         else:
-            quantize_static(q, source, target, calibration)
+            quantize_static(q, source, target, calibration, op_types)
     finally:
         logging.getLogger().removeFilter(not_preprocessing_advice)
     return Path(target)
@@ -105,8 +108,8 @@ def not_preprocessing_advice(record: logging.LogRecord) -> bool:
     return "pre-process" not in record.getMessage()
 
 
-def quantize_static(q, source, target, calibration) -> None:
-    """``onnxruntime.quantization`` (``q``) static QDQ quantization of Conv and MatMul, calibrated on the batches."""
+def quantize_static(q, source, target, calibration, op_types) -> None:
+    """``onnxruntime.quantization`` (``q``) static QDQ quantization of ``op_types``, calibrated on the batches."""
 
     class Batches(q.CalibrationDataReader):
         def __init__(self):
@@ -118,7 +121,7 @@ def quantize_static(q, source, target, calibration) -> None:
 
     q.quantize_static(str(source), str(target), Batches(), quant_format=q.QuantFormat.QDQ, per_channel=True,
                       activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                      op_types_to_quantize=["Conv", "MatMul"])
+                      op_types_to_quantize=list(op_types))
 
 
 class OnnxRuntimeModel(nn.Module):

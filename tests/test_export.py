@@ -2,6 +2,7 @@
 
 import math
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -159,3 +160,13 @@ def test_static_int8_is_calibrated_and_close(exported, tmp_path):
     error = (logits - expected).abs().mean() / expected.abs().mean()
     assert error < 0.1, error  # int8 noise, not a broken graph (which would be ~1)
     assert (logits.argmax(1) == expected.argmax(1)).float().mean() > 0.8
+
+
+def test_dynamic_int8_of_chosen_ops_keeps_the_others_float(exported, tmp_path):
+    """op_types=["MatMul"]: the matrix products become integer ones, every convolution stays a float32 Conv."""
+    _, path, _ = exported
+    everything = Counter(n.op_type for n in onnx.load(str(export.quantize_int8(path, tmp_path / "all.onnx"))).graph.node)
+    matmul_only = export.quantize_int8(path, tmp_path / "matmul.onnx", op_types=["MatMul"])
+    ops = Counter(node.op_type for node in onnx.load(str(matmul_only)).graph.node)
+    assert everything["ConvInteger"] == 20 and everything["MatMulInteger"] == ops["MatMulInteger"] > 0
+    assert ops["ConvInteger"] == 0 and ops["Conv"] == 20  # B0: 4 patch embeddings, 6 reductions, 8 depth-wise, 2 head
