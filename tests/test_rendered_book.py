@@ -11,7 +11,9 @@ _toc.yml, at two window widths, the checks are:
 - images: every <img> loaded (decoded, non-zero size);
 - overflow: nothing in the main column sticks out past its right edge or is cut off by a container that hides
   what does not fit (wide content must wrap or sit in a box that scrolls);
-- title first: the first thing in the article is the page's title (no code cell above it).
+- title first: the first thing in the article is the page's title (no code cell above it);
+- code fits: the code cells hold the page's longest code line without wrapping it (lines are at most 100
+  columns, and the book's css makes room for 100 from 1024 px up).
 
 Chromium is Debian's `chromium` (.ci/run installs it); set BOOK_CHROMIUM to use another binary. Where it is
 missing the tests are skipped, except under CI (CI set), where that is a failure. Set BOOK_SCREENSHOTS to a
@@ -39,7 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 WIDTHS = (1280, 1024)  # a laptop window with both sidebars, and a narrower one without the right sidebar
-CHECKS = ("offline", "math", "images", "overflow", "title first")
+CHECKS = ("offline", "math", "images", "overflow", "title first", "code fits")
 
 # Pages that fail a check for a reason in a chapter this check does not fix, as (page, check): reason.
 # The chapters are being reworked in place; remove the entry when the chapter is fixed (the test then XPASSes).
@@ -278,7 +280,26 @@ MEASURE = r"""
     const box = el.getBoundingClientRect();
     if (box.height > 0) { first = el; break; }
   }
+  // how many columns a code cell holds, against the longest line of code on the page
+  const pres = Array.from(main.querySelectorAll('div.cell div.cell_input pre'));
+  const shown = pres.find(pre => pre.clientWidth > 0);
+  let codeColumns = null, longestCode = '';
+  if (shown) {
+    const style = getComputedStyle(shown);
+    const probe = document.createElement('span');
+    probe.textContent = 'M'.repeat(100);
+    Object.assign(probe.style, {whiteSpace: 'pre', position: 'absolute', visibility: 'hidden'});
+    shown.appendChild(probe);
+    const charWidth = probe.getBoundingClientRect().width / 100;
+    probe.remove();
+    codeColumns = Math.floor((shown.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight))
+                             / charWidth);
+    for (const pre of pres) {
+      for (const line of pre.textContent.split('\n')) if (line.length > longestCode.length) longestCode = line;
+    }
+  }
   return {
+    codeColumns, longestCode,
     mathjax, mathCount: mathElements.length, untypeset: untypeset.slice(0, 10), mathErrors: mathErrors.slice(0, 10),
     rawTex: rawTex.slice(0, 10), imageCount: images.length, brokenImages,
     overflow: Array.from(new Set(overflow)).slice(0, 10),
@@ -362,6 +383,11 @@ def failures(measured, check):
         return measured["overflow"]
     if check == "title first":
         return [] if measured["titleFirst"] else [f"the page starts with {measured['first']}"]
+    if check == "code fits":
+        columns, line = measured["codeColumns"], measured["longestCode"]
+        if columns is None or len(line) <= columns:
+            return []
+        return [f"a code line of {len(line)} columns wraps (the cells hold {columns}): {line.strip()[:60]}"]
     raise ValueError(check)
 
 
