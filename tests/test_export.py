@@ -170,3 +170,32 @@ def test_dynamic_int8_of_chosen_ops_keeps_the_others_float(exported, tmp_path):
     ops = Counter(node.op_type for node in onnx.load(str(matmul_only)).graph.node)
     assert everything["ConvInteger"] == 20 and everything["MatMulInteger"] == ops["MatMulInteger"] > 0
     assert ops["ConvInteger"] == 0 and ops["Conv"] == 20  # B0: 4 patch embeddings, 6 reductions, 8 depth-wise, 2 head
+
+
+def test_cli_static_int8_calibrates_on_a_folder(exported, tmp_path, monkeypatch, capsys):
+    """--calibration IMAGES: the static int8 file (QDQ pairs), calibrated on the folder's images; bad folders are
+    one line before any export."""
+    from PIL import Image
+
+    model, fp32_path, _ = exported
+    save_pretrained(model, tmp_path / "hf")
+    monkeypatch.setattr(export, "to_onnx", lambda loaded, path, *args: shutil.copyfile(fp32_path, path))
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(images / f"{k}.png")
+    out = tmp_path / "b0.static.onnx"
+    argv = ["--model", str(tmp_path / "hf"), "--out", str(out), "--calibration", str(images)]
+    assert export.main(argv) == 0
+    assert "static int8, calibrated on 3 images" in capsys.readouterr().out
+    ops = Counter(node.op_type for node in onnx.load(str(out)).graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]  # weights: DQ only
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert export.main(argv[:-1] + [str(empty)]) == 1
+    assert "no images" in one_line_error(capsys)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(empty / "tiny.png")
+    assert export.main(argv[:-1] + [str(empty)]) == 1
+    assert "29" in one_line_error(capsys)  # the smallest side, named
