@@ -128,6 +128,7 @@ def main():
     peak = peak_tflops(device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext()
+    load_before = os.getloadavg()[0]  # other processes sharing the machine make timings noisy
     rows = []
     for variant in args.variants:
         torch.manual_seed(0)
@@ -170,7 +171,7 @@ def main():
 
     result = dict(device=device.type, device_name=torch.cuda.get_device_name(device) if device.type == "cuda"
                   else cpu_name(), threads=torch.get_num_threads(),
-                  load_average=os.getloadavg()[0],  # other processes sharing the machine make timings noisy
+                  load_average_before=load_before,  # at the end the benchmark's own threads would count
                   torch=torch.__version__, settings={k: str(v) for k, v in vars(args).items() if k != "out"}, rows=rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
