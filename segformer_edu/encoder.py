@@ -18,7 +18,11 @@ from .tokens import to_map
 
 def check_images(images: Tensor, config: SegFormerConfig) -> None:
     """Raise ``ValueError`` saying what was expected if ``images`` cannot go through the encoder."""
-    in_channels, min_side = config.in_channels, config.min_side
+    check_image_shape(images, config.in_channels, config.min_side)
+
+
+def check_image_shape(images: Tensor, in_channels: int, min_side: int) -> None:
+    """``check_images`` for a model known by its input only (an exported file: ``export.OnnxRuntimeModel``)."""
     if not isinstance(images, Tensor):
         raise ValueError(f"expected images as a torch.Tensor of shape (B, {in_channels}, H, W), got {type(images).__name__}")
     if images.dim() != 4:

@@ -13,12 +13,14 @@ What is dynamic (``dynamic=True``):
 What is not:
   - the smallest side, ``model.config.min_side`` (29 px for B0-B5). PyTorch refuses smaller images with a message;
     the ONNX graph has no such check, and onnxruntime fails inside the first reduction conv ("Invalid input shape").
+    The file's metadata records it (with the normalisation and the class names), and ``OnnxRuntimeModel`` checks it.
   - the channels (3) and the dtype (float32); the number of classes and the weights are constants of the file.
 The trace assumes each reduced map is wider than one pixel (PyTorch specialises sizes 0 and 1), but every op in the
 graph is size-generic: tests/test_export.py checks 29x45, where stage 1's reduced map is 1x1, against PyTorch.
 """
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -29,16 +31,18 @@ import torch
 from torch import nn
 
 from . import errors
+from .encoder import check_image_shape
 
 TRACE_SIZE = (64, 64)  # the example the trace runs on: any size >= min_side whose reduced maps are all > 1 px
 
 
 def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = True,
-            size: tuple[int, int] = TRACE_SIZE) -> Path:
+            size: tuple[int, int] = TRACE_SIZE, class_names: list[str] | None = None) -> Path:
     """Write ``model`` (images (B, 3, H, W) -> logits (B, K, H/4, W/4)) to ``path`` as ONNX; return the path.
 
     ``dynamic=True``: batch, height and width are free (height and width >= ``model.config.min_side``);
     ``dynamic=False``: the graph is fixed to one image of ``size`` (H, W). ``opset=None``: the exporter's default.
+    The file's metadata (``model_metadata``) records the normalisation, the smallest side and ``class_names``.
     """
     try:
         import onnx
@@ -70,8 +74,28 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     finally:
         model.train(was_training)
     program.save(str(path), external_data=False)  # one file: B5 is 0.3 GB, well under protobuf's 2 GB limit
+    exported = onnx.load(str(path))
+    onnx.helper.set_model_props(exported, model_metadata(config, class_names))
+    onnx.save(exported, str(path))
     onnx.checker.check_model(str(path), full_check=True)  # full_check also runs ONNX's shape inference
     return path
+
+
+def model_metadata(config, class_names=None) -> dict[str, str]:
+    """What a runtime needs to feed the file and read its output, stored in the file (ONNX metadata_props): the
+    graph itself checks neither the smallest side nor the normalisation."""
+    from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    metadata = {
+        "segformer.input": "images (B, 3, H, W) float32: RGB pixels / 255, minus mean, divided by std",
+        "segformer.mean": json.dumps(IMAGENET_MEAN), "segformer.std": json.dumps(IMAGENET_STD),
+        "segformer.min_side": str(config.min_side),
+        "segformer.output": "logits (B, K, ceil(H / 4), ceil(W / 4)): upsample bilinearly (align_corners=False) "
+                            "to the image's size, then argmax over K",
+    }
+    if class_names:
+        metadata["segformer.classes"] = json.dumps(list(class_names))
+    return metadata
 
 
 def quantize_int8(source, target, calibration=None, op_types=("Conv", "MatMul")) -> Path:
@@ -142,8 +166,11 @@ class OnnxRuntimeModel(nn.Module):
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.metadata = self.session.get_modelmeta().custom_metadata_map  # model_metadata's, if the file has it
+        self.min_side = int(self.metadata.get("segformer.min_side", 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, K, H/4, W/4)
+        check_image_shape(images, 3, self.min_side)  # PyTorch's message, not onnxruntime's from inside a conv
         (logits,) = self.session.run(None, {"images": images.detach().cpu().float().numpy()})
         return torch.from_numpy(logits)
 
@@ -221,11 +248,11 @@ def main(argv=None) -> int:
         if args.int8 or calibration:
             fp32 = out.with_name(out.stem + ".fp32.tmp.onnx")
             try:
-                quantize_int8(to_onnx(model, fp32, args.opset), out, calibration)
+                quantize_int8(to_onnx(model, fp32, args.opset, class_names=info["names"]), out, calibration)
             finally:
                 fp32.unlink(missing_ok=True)
         else:
-            to_onnx(model, out, args.opset)
+            to_onnx(model, out, args.opset, class_names=info["names"])
     except (ImportError, OSError, ValueError, RuntimeError) as error:  # missing files, unwritable output...: a line
         return errors.report(error)
     kind = ""

@@ -58,6 +58,20 @@ def test_axes_are_named_and_min_side_is_not_checked(exported):
         runtime.run(None, {"images": np.zeros((1, 3, 28, 40), np.float32)})
 
 
+def test_the_file_says_how_to_feed_it_and_the_wrapper_checks_it(exported):
+    """The graph cannot check the smallest side or the normalisation: the file's metadata records them, and
+    OnnxRuntimeModel refuses what PyTorch refuses, with PyTorch's message."""
+    _, path, _ = exported
+    metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert metadata["segformer.min_side"] == "29" and metadata["segformer.mean"] == "[0.485, 0.456, 0.406]"
+    assert metadata["segformer.std"] == "[0.229, 0.224, 0.225]" and "bilinear" in metadata["segformer.output"]
+    wrapped = export.OnnxRuntimeModel(path, threads=1)
+    with pytest.raises(ValueError, match="at least 29x29 pixels"):
+        wrapped(torch.zeros(1, 3, 28, 40))
+    with pytest.raises(ValueError, match="channels-last input"):
+        wrapped(torch.zeros(1, 64, 64, 3))
+
+
 def one_line_error(capsys) -> str:
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
@@ -84,9 +98,10 @@ def test_cli_int8(exported, tmp_path, monkeypatch, capsys):
     model, fp32_path, _ = exported
     save_pretrained(model, tmp_path / "hf")
 
-    def same_export(loaded, path, *args):
+    def same_export(loaded, path, *args, class_names=None):
         for (name, ours), theirs in zip(model.state_dict().items(), loaded.state_dict().values()):
             assert torch.equal(ours, theirs), name
+        assert class_names == [f"class_{k}" for k in range(4)]  # the folder's id2label, for the file's metadata
         return shutil.copyfile(fp32_path, path)
 
     monkeypatch.setattr(export, "to_onnx", same_export)
@@ -179,7 +194,7 @@ def test_cli_static_int8_calibrates_on_a_folder(exported, tmp_path, monkeypatch,
 
     model, fp32_path, _ = exported
     save_pretrained(model, tmp_path / "hf")
-    monkeypatch.setattr(export, "to_onnx", lambda loaded, path, *args: shutil.copyfile(fp32_path, path))
+    monkeypatch.setattr(export, "to_onnx", lambda loaded, path, *args, **kwargs: shutil.copyfile(fp32_path, path))
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
