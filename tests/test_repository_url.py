@@ -38,7 +38,7 @@ THIRD_PARTY = {
 # github.com/<owner>/<name>[.git][/blob|tree/<ref>] and raw.githubusercontent.com/<owner>/<name>/<ref>
 GITHUB_LINK = re.compile(r"(?P<host>github\.com|raw\.githubusercontent\.com)/(?P<owner>[\w.-]+)/"
                          r"(?P<name>[\w-]+(?:\.[\w-]+)*)(?P<rest>/[^\s\"'`)<>\]]*)?")
-INSTALL = re.compile(r"segformer_edu\s*@\s*git\+(?P<url>[^\s\"'@]+)(?:@(?P<ref>[^\s\"']+))?")
+INSTALL = re.compile(r"segformer_edu(?:\[[\w,]+\])?\s*@\s*git\+(?P<url>[^\s\"'@]+)(?:@(?P<ref>[^\s\"']+))?")
 
 
 def sources(path: Path) -> str:
