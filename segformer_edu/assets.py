@@ -1,4 +1,5 @@
-"""Files the book's chapters read: a CamVid frame and the CamVid model trained on a CPU (chapters 1, 3, 7, 8).
+"""Files the book's chapters read: a CamVid frame, the CamVid model trained on a CPU (chapters 1, 3, 7, 8) and the
+stored measurements in ``book/results`` (chapters 8-10).
 
 Inside a checkout the chapters run from ``book/`` and find them there. On Colab a chapter arrives alone, so each file
 is downloaded once from the book's repository into ``~/.cache/segformer_edu/book``.
@@ -25,6 +26,11 @@ def book_file(relative: str, book_dir: str | Path = ".") -> Path:
         cached.parent.mkdir(parents=True, exist_ok=True)
         download(REPOSITORY_FILES + "book/" + relative, cached)
     return cached
+
+
+def result_file(name: str, book_dir: str | Path = ".") -> Path:
+    """``book/results/<name>``, a stored measurement or run (chapters 8-10), found or fetched as ``book_file``."""
+    return book_file(f"results/{name}", book_dir)
 
 
 def trained_camvid_model(book_dir: str | Path = "."):

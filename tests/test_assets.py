@@ -1,5 +1,7 @@
 """The book's files: found beside the chapters, else fetched once from the repository (here a file:// copy)."""
 
+import json
+import re
 from pathlib import Path
 
 from segformer_edu import assets, data
@@ -38,3 +40,18 @@ def test_segment_frame_is_the_evaluation_protocol():
     with torch.no_grad():
         expected = F.interpolate(model(images[None]), size=(90, 120), mode="bilinear").argmax(1)[0]
     assert labels.shape == (90, 120) and np.array_equal(labels, expected.numpy())
+
+
+def test_a_stored_result_is_fetched_for_a_lone_chapter(tmp_path, monkeypatch):
+    monkeypatch.setattr(assets, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(assets, "REPOSITORY_FILES", BOOK.parent.as_uri() + "/")
+    fetched = assets.result_file("camvid_b0_cpu/deployment.json", tmp_path / "a_lone_chapter")
+    assert fetched.read_bytes() == (BOOK / "results/camvid_b0_cpu/deployment.json").read_bytes()
+
+
+def test_chapters_read_the_books_files_through_the_package():
+    """On Colab a chapter arrives without book/: a file it opens as Path("results/...") is not there."""
+    opened = re.compile(r"""Path\(\s*["'](?:results|assets)/""")
+    for chapter in sorted(BOOK.glob("*.ipynb")):
+        code = "".join("".join(c["source"]) for c in json.loads(chapter.read_text())["cells"] if c["cell_type"] == "code")
+        assert not opened.search(code), f"{chapter.name}: use assets.book_file or assets.result_file"
