@@ -218,7 +218,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a training run's out_dir (best.pt), a checkpoint file, a Hugging Face folder or hub id")
     parser.add_argument("--out", required=True, help="the ONNX file to write")
     parser.add_argument("--int8", action="store_true",
-                        help="write the int8 model (onnxruntime dynamic quantization) to --out instead of float32")
+                        help="write the int8 model to --out instead of float32: onnxruntime dynamic quantization, "
+                             "or static with --calibration")
     parser.add_argument("--calibration", metavar="IMAGES", default=None,
                         help="a folder of images like those the model will see: write the static int8 model, "
                              "calibrated on them (on the book's CPU faster than --int8 and than float32: chapter 10)")
