@@ -182,18 +182,11 @@ def calibration_batches(folder, config, scale=None, count: int = 16) -> list[np.
     """Up to ``count`` images of ``folder``, spread over its sorted files, prepared as ``predict`` prepares them
     (resized to ``scale`` (long, short) if given, normalised): one (1, 3, h, w) float32 batch each."""
     from .data import read_image
-    from .encoder import check_images
-    from .predict import image_files
-    from .transforms import EvalTransform
+    from .predict import image_files, prepare
 
     files = image_files(Path(folder))
-    batches = []
-    for path in files[::max(len(files) // count, 1)][:count]:
-        image = np.asarray(read_image(path))
-        tensor, _ = EvalTransform(scale=scale)(image, np.zeros(image.shape[:2], np.uint8))  # (3, h, w)
-        check_images(tensor[None], config)  # a too-small image: the same message as in PyTorch
-        batches.append(tensor[None].numpy())
-    return batches
+    return [prepare(np.asarray(read_image(path)), config, scale).numpy()
+            for path in files[::max(len(files) // count, 1)][:count]]
 
 
 def check_writable(path: Path) -> None:

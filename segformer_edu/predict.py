@@ -104,16 +104,22 @@ def prepare_output(out: Path) -> tuple[Path, Path]:
     return masks, overlays
 
 
+def prepare(image: np.ndarray, config, scale=None) -> torch.Tensor:
+    """An RGB image (H, W, 3) uint8 -> the model's input (1, 3, h, w): resized to ``scale`` (long, short) if given,
+    normalised; an image too small for ``config`` is refused with a clear message, not a shape error inside."""
+    from .encoder import check_images
+
+    tensor, _ = EvalTransform(scale=scale)(image, np.zeros(image.shape[:2], np.uint8))  # (3, h, w)
+    check_images(tensor[None], config)
+    return tensor[None]
+
+
 @torch.no_grad()
 def segment(model: nn.Module, image: np.ndarray, scale=None) -> np.ndarray:
     """An RGB image (H, W, 3) uint8 -> class indices (H, W) uint8, as train.evaluate scores it: the image resized to
     ``scale`` (long, short) if given, logits (1, K, h/4, w/4) upsampled bilinearly to (H, W), argmax."""
-    from .encoder import check_images
-
     device = next(model.parameters()).device
-    tensor, _ = EvalTransform(scale=scale)(image, np.zeros(image.shape[:2], np.uint8))  # (3, h, w)
-    check_images(tensor[None], model.config)  # a too-small image: a clear message, not a shape error inside
-    logits = model(tensor[None].to(device))
+    logits = model(prepare(image, model.config, scale).to(device))
     logits = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear", align_corners=False)
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
