@@ -29,11 +29,11 @@ from segformer_edu.transforms import TrainTransform
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 
 
-def cpu_has_bf16() -> bool:
-    """Whether /proc/cpuinfo lists native bf16 arithmetic (AVX-512 BF16 or AMX)."""
+def cpu_bf16_flags() -> list[str]:
+    """The native bf16 instruction sets /proc/cpuinfo lists (AVX-512 BF16, AMX)."""
     info = Path("/proc/cpuinfo")
     flags = set(info.read_text().split()) if info.exists() else set()
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return sorted({"avx512_bf16", "amx_bf16", "amx_tile"} & flags)
 
 
 def step_images_per_s(variant: str, crop: tuple[int, int], batch: int, dtype, steps: int, channels_last: bool) -> float:
@@ -102,9 +102,16 @@ def main():
     parser.add_argument("--frames", type=int, default=24, help="CamVid training frames for the pipeline")
     parser.add_argument("--channels-last", action="store_true", help="also time the step in channels-last layout")
     parser.add_argument("--out", type=Path, default=RESULTS / "cpu_training_speed.json")
+    parser.add_argument("--max-load", type=float, default=0.5,
+                        help="refuse to start (and to store) when the 1-minute load average exceeds this")
     args = parser.parse_args()
 
-    print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, native bf16: {cpu_has_bf16()}")
+    load_before = os.getloadavg()[0]
+    if load_before > args.max_load:
+        raise SystemExit(f"error: load average {load_before:.2f} > {args.max_load}: something else holds the "
+                         f"cores; stop it (or wait) and run again, so that the timings are this CPU's own")
+    print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, bf16 flags: {cpu_bf16_flags()}, "
+          f"load average {load_before:.2f}")
     rows = []
     train = camvid(split="train")
     frames = [train.load(index) for index in range(args.frames)]
@@ -129,8 +136,11 @@ def main():
         print(f"stage-1 attention forward + backward, batch {args.batch}, {crop[0]}x{crop[1]}, {dtype}: {ms:.1f} ms")
         rows.append(dict(part="stage-1 attention fwd+bwd", crop=list(crop), dtype=str(dtype).split(".")[-1],
                          batch=args.batch, ms=ms))
-    result = dict(machine=cpu_name(), threads=torch.get_num_threads(), native_bf16=cpu_has_bf16(),
-                  torch=torch.__version__, variant=args.variant, load_average=os.getloadavg()[0], rows=rows)
+    # after: the 1-minute average now counts this benchmark's own threads (about one per core)
+    load_after = os.getloadavg()[0]
+    result = dict(machine=cpu_name(), threads=torch.get_num_threads(), bf16_flags=cpu_bf16_flags(),
+                  torch=torch.__version__, variant=args.variant, load_average_before=load_before,
+                  load_average_after=load_after, rows=rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

@@ -1,22 +1,30 @@
-"""A small sweep for SegFormer-B0 from scratch on CamVid on a CPU (book chapter 8): which learning rate, which
-resolution, and whether bf16 autocast changes the loss curve.
+"""Short runs of SegFormer-B0 from scratch on CamVid on a CPU (book chapter 8): what the from-scratch recipe
+should be. Every run has the same budget (--iters optimizer steps of batch 8, seed 0, so the same data order)
+and its own short schedule (10 % linear warm-up, then poly decay to 0), and is validated once, on the 101 val
+frames; the test frames are never read.
 
-Every run has the same budget (--iters optimizer steps of batch 8, seed 0, so the same data order) and its own
-short schedule (10 % linear warm-up, then poly decay to 0), and is validated once, on the 101 val frames.
-
+``lr`` (the first sweep, fp32, ``sweep.json``):
   1. learning rate, at half resolution (frames 240x180, crops 180x240): the paper's 6e-5 and larger ones;
-  2. resolution, at the best of those rates: crops of 180x240 from full-resolution frames, validated at 480x360
-     (the same cost per step as half resolution; thin classes such as Pole are wider in pixels);
+  2. resolution, at the best of those rates: crops of 180x240 from full-resolution frames, validated at 480x360;
   3. bf16 autocast against fp32 on the first steps of the best learning rate's run (same schedule, same data).
 
-    python scripts/cpu_camvid_sweep.py                       # ~20 min on 2 cores
-    python scripts/cpu_camvid_sweep.py --iters 30 --out /tmp/sweep   # a smoke test
+``levers`` (the second, at lr 1e-3 in bf16, ``levers.json``): one change at a time against the same base run,
+  - the loss: ENet's class weights, median-frequency balancing, OHEM (thresh 0.7);
+  - resolution: crops of native frames, frames at 3/4 size, against the base's half-size frames;
+  - regularisation: stochastic depth 0 and 0.2 (base 0.1), a 3x longer warm-up, a moving average of the
+    weights, label smoothing 0.1;
+  - a second seed of the base run: how far two runs differing only in their random draws land apart;
+  then every change that beat the base by more than that, together.
 
-Writes ``sweep.json`` (one row per run: settings, val mIoU, per-class IoU, seconds, losses) to --out.
+    python scripts/cpu_camvid_sweep.py levers                # ~30 min on 2 cores
+    python scripts/cpu_camvid_sweep.py levers --iters 4 --runs-dir /tmp/sweep --out /tmp/sweep  # a smoke test
+
+Each finished row is kept in RUNS_DIR/rows.json, so a killed sweep continues where it stopped.
 """
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,14 +34,19 @@ from segformer_edu.train import NonFiniteLossError, TrainConfig, read_jsonl, tra
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results" / "camvid_b0_cpu"
 LEARNING_RATES = (6e-5, 3e-4, 1e-3, 3e-3)
 HALF = dict(scale=(240, 180), val_scale=(240, 180))  # (long, short) side of the frames, train and val
+THREE_QUARTERS = dict(scale=(360, 270), val_scale=(360, 270))
 FULL = dict(scale=(480, 360), val_scale=None)
+LEVER_LR = 1e-3  # the lr sweep's best
+# mmseg's OHEM keeps at least 100,000 pixels of a 512x1024 Cityscapes crop (19 %): the same share of 180x240
+OHEM_MIN_KEPT = round(100_000 / (512 * 1024) * 180 * 240)
+ROW_FIELDS = ("lr", "head_lr_mult", "scale", "crop_size", "amp", "batch_size", "class_weights", "ohem_thresh",
+              "ohem_min_kept", "label_smoothing", "drop_path_rate", "ema_decay", "warmup_iters", "seed", "val_scale")
 
 
 def run(name: str, cfg: TrainConfig) -> dict:
     """Train ``cfg`` from scratch; a row of the sweep's table (a diverged run is a row too)."""
     start = time.perf_counter()
-    row = {"name": name, "lr": cfg.lr, "head_lr_mult": cfg.head_lr_mult, "scale": cfg.scale,
-           "crop_size": cfg.crop_size, "amp": cfg.amp, "iters": cfg.max_iters, "batch_size": cfg.batch_size}
+    row = {"name": name} | {key: getattr(cfg, key) for key in ROW_FIELDS} | {"iters": cfg.max_iters}
     try:
         result = train(cfg)
         metrics = result["metrics"] or {}  # None when stopped before the (only) validation
@@ -46,28 +59,97 @@ def run(name: str, cfg: TrainConfig) -> dict:
     return row
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iters", type=int, default=300)
-    parser.add_argument("--bf16-iters", type=int, default=100)
-    parser.add_argument("--runs-dir", default="runs/sweep")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+def base_config(iters: int, **changes) -> TrainConfig:
+    return TrainConfig(dataset="camvid", model="b0", crop_size=(180, 240), batch_size=8, max_iters=iters,
+                       warmup_iters=max(iters // 10, 1), val_interval=iters, log_interval=1, num_workers=0,
+                       seed=0, progress=False, **HALF | changes)
 
-    base = TrainConfig(dataset="camvid", model="b0", crop_size=(180, 240), batch_size=8, max_iters=args.iters,
-                       warmup_iters=args.iters // 10, val_interval=args.iters, log_interval=1, num_workers=0,
-                       amp="fp32", seed=0, progress=False, **HALF)
+
+def lr_sweep(args) -> list[dict]:
+    base = base_config(args.iters, amp="fp32")
     rows = []
     for lr in LEARNING_RATES:
         rows.append(run(f"lr {lr:g}, half", replace(base, lr=lr, out_dir=f"{args.runs_dir}/lr_{lr:g}")))
     best = max((r for r in rows if r["miou"] is not None), key=lambda r: r["miou"])
-    rows.append(run(f"lr {best['lr']:g}, full", replace(base, lr=best["lr"], out_dir=f"{args.runs_dir}/full", **FULL)))
+    rows.append(run(f"lr {best['lr']:g}, full",
+                    replace(base, lr=best["lr"], out_dir=f"{args.runs_dir}/full", **FULL)))
     # the best run's schedule and data order, stopped early: its losses against the fp32 run's, step by step
     bf16 = replace(base, lr=best["lr"], amp="bf16", stop_at=args.bf16_iters, out_dir=f"{args.runs_dir}/bf16")
     rows.append(run(f"lr {best['lr']:g}, half, bf16", bf16) | {"iters": args.bf16_iters})
+    return rows
+
+
+def lever_runs(iters: int) -> dict[str, tuple[str, dict]]:
+    """name: (lever group, changes to the base run)."""
+    return {
+        "base": ("base", {}),
+        "base, seed 1": ("noise", {"seed": 1}),
+        "ENet class weights": ("loss", {"class_weights": "enet"}),
+        "median-frequency weights": ("loss", {"class_weights": "median"}),
+        "OHEM 0.7": ("loss", {"ohem_thresh": 0.7, "ohem_min_kept": OHEM_MIN_KEPT}),
+        "native frames": ("resolution", FULL),
+        "3/4-size frames": ("resolution", THREE_QUARTERS),
+        "stochastic depth 0": ("regularisation", {"drop_path_rate": 0.0}),
+        "stochastic depth 0.2": ("regularisation", {"drop_path_rate": 0.2}),
+        "warm-up 30 %": ("regularisation", {"warmup_iters": max(3 * iters // 10, 1)}),
+        "EMA 0.99": ("regularisation", {"ema_decay": 0.99}),
+        "label smoothing 0.1": ("regularisation", {"label_smoothing": 0.1}),
+    }
+
+
+def combined_changes(rows: list[dict], runs: dict) -> tuple[list[str], dict]:
+    """The changes that beat the base by more than the two seeds differ, at most one per group but
+    regularisation (the best loss, the best resolution)."""
+    by_name = {row["name"]: row for row in rows}
+    base = by_name["base"]["miou"]
+    noise = abs(by_name["base, seed 1"]["miou"] - base)
+    winners = [row for row in rows if row["miou"] is not None and row["miou"] > base + noise
+               and runs[row["name"]][0] not in ("base", "noise")]
+    chosen = {}
+    for row in sorted(winners, key=lambda r: -r["miou"]):
+        group = runs[row["name"]][0]
+        if group == "regularisation" or group not in {runs[name][0] for name in chosen}:
+            chosen[row["name"]] = runs[row["name"]][1]
+    return list(chosen), {key: value for changes in chosen.values() for key, value in changes.items()}
+
+
+def lever_sweep(args) -> list[dict]:
+    base = base_config(args.iters, amp="bf16", lr=LEVER_LR)
+    runs = lever_runs(args.iters)
+    done_path = Path(args.runs_dir) / "rows.json"
+    rows = json.loads(done_path.read_text()) if done_path.exists() else []
+    done = {row["name"] for row in rows}
+    slug = lambda name: "".join(c if c.isalnum() else "_" for c in name)  # noqa: E731
+    for name, (group, changes) in runs.items():
+        if name not in done:
+            cfg = replace(base, out_dir=f"{args.runs_dir}/{slug(name)}", **changes)
+            shutil.rmtree(cfg.out_dir, ignore_errors=True)  # a run killed half-way starts again
+            rows.append(run(name, cfg) | {"group": group})
+            done_path.write_text(json.dumps(rows, indent=1))
+    names, changes = combined_changes(rows, runs)
+    if len(names) > 1 and "combined" not in done:
+        cfg = replace(base, out_dir=f"{args.runs_dir}/combined", **changes)
+        shutil.rmtree(cfg.out_dir, ignore_errors=True)
+        rows.append(run("combined", cfg) | {"group": "combined", "combines": names})
+        done_path.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", choices=("lr", "levers"), help="which sweep (see above)")
+    parser.add_argument("--iters", type=int, default=300, help="optimizer steps of every run")
+    parser.add_argument("--bf16-iters", type=int, default=100, help="lr sweep: steps of the bf16 comparison")
+    parser.add_argument("--runs-dir", default=None, help="the runs' folders (default: runs/sweep_SWEEP)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of sweep.json / levers.json")
+    args = parser.parse_args()
+    args.runs_dir = args.runs_dir or f"runs/sweep_{args.sweep}"
+    Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+    rows = lr_sweep(args) if args.sweep == "lr" else lever_sweep(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep.json").write_text(json.dumps(rows, indent=1))
-    print(f"wrote {args.out / 'sweep.json'}")
+    path = args.out / ("sweep.json" if args.sweep == "lr" else "levers.json")
+    path.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from segformer_edu import SegFormer
-from segformer_edu.checkpoint import save_pretrained
+from segformer_edu.checkpoint import evaluated_weights, save_pretrained
 from segformer_edu.data import CAMVID_CLASSES
 from segformer_edu.train import TrainConfig, cpu_name, datasets, evaluate, plot_curves, read_jsonl
 
@@ -40,7 +40,7 @@ def main():
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in best["config"].items()})
     model = SegFormer.from_config(cfg.model, num_classes=len(CAMVID_CLASSES))
-    model.load_state_dict(best["model"])
+    model.load_state_dict(evaluated_weights(best))
     args.out.mkdir(parents=True, exist_ok=True)
     save_pretrained(model.eval(), args.out, class_names=list(CAMVID_CLASSES), dtype=torch.float16)
 

@@ -215,3 +215,8 @@ def save_pretrained(model: nn.Module, folder: str | Path, layout: str = "hf", cl
 
 __all__ = ["load_pretrained", "save_pretrained", "config_from_hf", "config_to_hf", "check_and_load",
            "read_state_dict", "detect_layout", "infer_config_name"]
+
+
+def evaluated_weights(state: dict) -> dict:
+    """A training checkpoint's weights as validated: their moving average when the run kept one (--ema-decay)."""
+    return state.get("ema") or state["model"]

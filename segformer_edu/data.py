@@ -210,6 +210,10 @@ class SegmentationFolder(Dataset):
 
         Returns the pixels of each class and, last, of the ignore index: (num_classes + 1,) int64, kept in the
         manifest with each file's signature, so that a skipped label still counts."""
+        return self.scan_labels(progress).sum(0)
+
+    def scan_labels(self, progress: bool = False) -> np.ndarray:
+        """check_labels, per image: the pixels of each class and of the ignore index, (N, num_classes + 1)."""
         mapping = getattr(self.label_map, "__name__", None)
         key = hashlib.sha1(f"{self.label_dir.resolve()}|{self.num_classes}|{mapping}".encode()).hexdigest()
         manifest_path = cache_dir() / "checked_labels" / f"{key[:16]}.json"
@@ -217,7 +221,7 @@ class SegmentationFolder(Dataset):
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             manifest = {}
-        counts = np.zeros(self.num_classes + 1, np.int64)
+        counts = np.zeros((len(self), self.num_classes + 1), np.int64)
         indices = tqdm(range(len(self)), desc=f"checking {self.label_dir.name}", disable=not progress, leave=False)
         try:
             for index in indices:
@@ -229,7 +233,7 @@ class SegmentationFolder(Dataset):
                     _check_same_size(image_path, image_size(image_path), label_path, label.shape)
                     entry = {"signature": signature, "pixels": class_pixels(label, self.num_classes).tolist()}
                     manifest[label_path.name] = entry
-                counts += entry["pixels"]
+                counts[index] = entry["pixels"]
         finally:  # what was checked stays checked, even when a bad label stops the scan
             manifest_path.parent.mkdir(parents=True, exist_ok=True)
             manifest_path.write_text(json.dumps(manifest))
@@ -239,9 +243,13 @@ class SegmentationFolder(Dataset):
     def pixel_counts(self, progress: bool = False) -> np.ndarray:
         """Pixels of each class and, last, of the ignore index (num_classes + 1,): from the frames in memory after
         preload(), else from check_labels (which checks, or reads its manifest)."""
+        return self.pixels_per_image(progress).sum(0)
+
+    def pixels_per_image(self, progress: bool = False) -> np.ndarray:
+        """pixel_counts per image, (N, num_classes + 1): what class weights are computed from."""
         if self.frames is None:
-            return self.check_labels(progress)
-        return np.sum([class_pixels(label, self.num_classes) for _, label in self.frames], axis=0)
+            return self.scan_labels(progress)
+        return np.stack([class_pixels(label, self.num_classes) for _, label in self.frames])
 
     def decoded_bytes(self) -> int:
         """Memory that preload() would take, estimated from the first sample (CamVid train: about 250 MB)."""

@@ -42,9 +42,9 @@ def training_state(path: Path, device: torch.device) -> dict | None:
 
 def from_training_state(state: dict) -> tuple[SegFormer, dict]:
     """A training checkpoint's model and {"names", "palette", "scale"} (older checkpoints: the dataset's own)."""
-    from .checkpoint import infer_config_name
+    from .checkpoint import evaluated_weights, infer_config_name
 
-    weights, config = state["model"], state["config"]
+    weights, config = evaluated_weights(state), state["config"]
     num_classes = weights["decoder.classifier.weight"].shape[0]
     model = SegFormer.from_config(infer_config_name(weights), num_classes=num_classes)  # the widths tell the variant
     model.load_state_dict(weights)

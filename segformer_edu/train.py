@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from . import errors
+from .checkpoint import evaluated_weights
+from .losses import CLASS_WEIGHTINGS, class_weights, segmentation_loss
 from .model import SegFormer
 from .schedule import build_optimizer
 
@@ -67,6 +69,15 @@ class TrainConfig:
     warmup_iters: int = arg(1500, "linear warm-up iterations")
     warmup_ratio: float = arg(1e-6, "lr factor at iteration 0 of the warm-up")
     power: float = arg(1.0, "poly decay power")
+    class_weights: str | None = arg(None, "weight the loss per class, from the training labels: enet "
+                                          "(1 / ln(1.02 + share), ENet's) or median (median-frequency balancing)")
+    ohem_thresh: float | None = arg(None, "online hard example mining (mmseg's OHEMPixelSampler): train on the "
+                                          "pixels whose true class has a probability under this, e.g. 0.7")
+    ohem_min_kept: int = arg(100_000, "OHEM: keep at least this many pixels per image")
+    label_smoothing: float = arg(0.0, "cross-entropy label smoothing")
+    drop_path_rate: float | None = arg(None, "stochastic depth rate of the last block (default: the variant's, 0.1)")
+    ema_decay: float | None = arg(None, "validate and keep an exponential moving average of the weights with "
+                                        "this decay per iteration (e.g. 0.999)")
     val_interval: int = arg(4000, "validate (and save latest.pt) every this many iterations")
     val_images: int | None = arg(None, "validate on the first N images only (quick runs)")
     val_scale: tuple[int, int] | None = arg(None, "resize validation images to this (long, short) scale")
@@ -160,17 +171,16 @@ class InfiniteSampler(Sampler[int]):
 
 # ----------------------------------------------------------------------------- the pieces of a step
 
-def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy on logits (B, K, H/4, W/4) upsampled bilinearly to the labels (B, H, W), as mmseg."""
-    logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX tiles for bf16 (Intel Sapphire Rapids and later), as /proc/cpuinfo lists them."""
+    info = Path("/proc/cpuinfo")
+    return info.exists() and "amx_bf16" in info.read_text().split()
 
 
 def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. auto: bf16 where the GPU has it (no scaler needed), else fp16; fp32 on
-    CPUs: even with AVX-512 BF16, bf16 autocast made B0's step slower at the small crops a CPU run affords and only
-    modestly faster at 360x480 (benchmarks/bench_cpu_training.py; attention's backward loses most). Ask for bf16
-    explicitly where it pays.
+    """The autocast dtype, or None for fp32. auto: bf16 where the GPU has it (no scaler needed), else fp16; on a
+    CPU, bf16 where it has AMX, else fp32. Measured with benchmarks/bench_cpu_training.py on 2 cores: with AMX,
+    bf16 made B0's training step about 1.5x faster; on a CPU with AVX-512 BF16 but no AMX it was slower.
     """
     if amp not in ("auto", "bf16", "fp16", "fp32"):
         raise ValueError(f"amp must be auto, bf16, fp16 or fp32, not {amp!r}")
@@ -179,7 +189,7 @@ def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | Non
     if device.type != "cuda":
         if amp == "fp16":
             raise ValueError("fp16 autocast needs a GPU; on a CPU use --amp bf16 or fp32")
-        return torch.bfloat16 if amp == "bf16" else None
+        return torch.bfloat16 if amp == "bf16" or cpu_has_amx() else None
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
@@ -331,9 +341,31 @@ def broadcast_bn_buffers(model: nn.Module, world: int) -> None:
 
 def build_model(cfg: TrainConfig, num_classes: int) -> SegFormer:
     """From scratch, or with a pretrained encoder (e.g. nvidia/mit-b0) and a new decoder for ``num_classes``."""
+    overrides = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
     if cfg.pretrained:
-        return SegFormer.from_pretrained(cfg.pretrained, num_classes=num_classes)
-    return SegFormer.from_config(cfg.model, num_classes=num_classes)
+        return SegFormer.from_pretrained(cfg.pretrained, num_classes=num_classes, **overrides)
+    return SegFormer.from_config(cfg.model, num_classes=num_classes, **overrides)
+
+
+def loss_options(cfg: TrainConfig, train_pixels: np.ndarray) -> dict:
+    """The keyword arguments of ``segmentation_loss`` for this run; ``train_pixels`` (N, K + 1): the pixels of
+    each class (and, last, the ignored ones) in each training label, which the class weights come from."""
+    if cfg.class_weights is not None and cfg.class_weights not in CLASS_WEIGHTINGS:
+        raise ValueError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}, not {cfg.class_weights!r}")
+    weight = None
+    if cfg.class_weights is not None:
+        weight = torch.tensor(class_weights(cfg.class_weights, train_pixels[:, :-1]), dtype=torch.float32)
+    return {"weight": weight, "ohem_thresh": cfg.ohem_thresh, "ohem_min_kept": cfg.ohem_min_kept,
+            "label_smoothing": cfg.label_smoothing}
+
+
+def averaged_model(model: nn.Module, decay: float | None):
+    """An exponential moving average of the weights and BatchNorm statistics (None when ``decay`` is None)."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -372,8 +404,13 @@ def train(cfg: TrainConfig) -> dict:
     num_classes = len(names)
     if len(train_set) < world:
         raise ValueError(f"{len(train_set)} training images cannot be split over {world} processes")
+    loss_kwargs = loss_options(cfg, folders["train"].pixels_per_image())
+    if main and loss_kwargs["weight"] is not None:
+        print(f"class weights ({cfg.class_weights}): " + ", ".join(
+            f"{name} {w:.2f}" for name, w in zip(names, loss_kwargs["weight"].tolist())), flush=True)
 
     model = build_model(cfg, num_classes).to(device)
+    ema = averaged_model(model, cfg.ema_decay)
     optimizer, scheduler = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult, cfg.max_iters,
                                            cfg.warmup_iters, cfg.warmup_ratio, cfg.power)
     dtype = autocast_dtype(device, cfg.amp)
@@ -387,6 +424,9 @@ def train(cfg: TrainConfig) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
+            ema.n_averaged.fill_(state["ema_updates"])
         start, best_miou, saved_at = state["iteration"], state["best_miou"], state["iteration"]
         seconds_before = state["train_seconds"]
         rng = state["rng"]
@@ -421,7 +461,8 @@ def train(cfg: TrainConfig) -> dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
                 "best_miou": best_miou, "train_seconds": seconds_before + run_time, "rng": rng,
-                "config": asdict(cfg), "classes": names, "palette": palette_of(train_set, cfg.dataset)}
+                "config": asdict(cfg), "classes": names, "palette": palette_of(train_set, cfg.dataset)} | (
+                    {} if ema is None else {"ema": ema.module.state_dict(), "ema_updates": int(ema.n_averaged)})
 
     def write_jsonl(name: str, record: dict) -> None:
         with open(out / name, "a") as f:
@@ -443,7 +484,7 @@ def train(cfg: TrainConfig) -> dict:
             images, labels = next(batches)  # (B, 3, h, w), (B, h, w)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = segmentation_loss(train_model(images), labels)
+                loss = segmentation_loss(train_model(images), labels, **loss_kwargs)
             mean_loss = loss.detach().clone()
             if world > 1:
                 dist.all_reduce(mean_loss)
@@ -457,6 +498,8 @@ def train(cfg: TrainConfig) -> dict:
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update_parameters(model)
             lr, head_lr = scheduler.get_last_lr()[0], max(scheduler.get_last_lr())
             scheduler.step()
             iteration += 1
@@ -473,7 +516,8 @@ def train(cfg: TrainConfig) -> dict:
                                                     "head_lr": head_lr, "images_per_s": speed})
             if iteration % cfg.val_interval == 0 or iteration == cfg.max_iters:
                 broadcast_bn_buffers(model, world)
-                metrics = evaluate(model, val_set, num_classes, device, dtype, rank, world, names)
+                metrics = evaluate(model if ema is None else ema.module, val_set, num_classes, device, dtype,
+                                   rank, world, names)
                 train_model.train()
                 improved = metrics["miou"] > best_miou
                 best_miou = max(best_miou, metrics["miou"])
@@ -500,10 +544,10 @@ def train(cfg: TrainConfig) -> dict:
     if main and iteration == cfg.max_iters:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         plot_curves(out)
-        save_prediction_grid(model, val_set, cfg.dataset, out / "predictions.png")
+        save_prediction_grid(model if ema is None else ema.module, val_set, cfg.dataset, out / "predictions.png")
         if cfg.test:
             best = torch.load(out / "best.pt", map_location=device, weights_only=True)
-            model.load_state_dict(best["model"])
+            model.load_state_dict(evaluated_weights(best))
             test_metrics = {"iter": best["iteration"]} | evaluate(model, test_set, num_classes, device, dtype,
                                                                   names=names)
             (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
