@@ -40,7 +40,8 @@ class ConfusionMatrix:
         return self
 
     def compute(self) -> dict:
-        """mIoU, IoU per class (NaN where a class is absent), pixel accuracy and mean class accuracy, as floats."""
+        """mIoU, IoU per class (NaN where a class is absent), pixel accuracy, and the accuracy of each class
+        (its recall: the share of its pixels predicted as it, which ENet and SegNet tabulate) and their mean."""
         matrix = self.matrix.double().cpu()
         true_positive = matrix.diag()  # (K,)
         labelled = matrix.sum(1)  # pixels of each true class (K,)
@@ -53,4 +54,5 @@ class ConfusionMatrix:
             "iou": iou.tolist(),
             "acc": float(true_positive.sum() / total) if total else math.nan,
             "mean_acc": float(class_acc.nanmean()),
+            "class_acc": class_acc.tolist(),
         }

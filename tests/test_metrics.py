@@ -25,6 +25,7 @@ def test_hand_computed_example():
     assert result["iou"] == pytest.approx([0.6, 0.5, 0.5])
     assert result["miou"] == pytest.approx(1.6 / 3)
     assert result["acc"] == pytest.approx(7 / 10)
+    assert result["class_acc"] == pytest.approx([3 / 4, 2 / 3, 2 / 3])
     assert result["mean_acc"] == pytest.approx((3 / 4 + 2 / 3 + 2 / 3) / 3)
 
 
