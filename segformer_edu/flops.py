@@ -27,6 +27,7 @@ from math import prod
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .attention import EfficientSelfAttention
 from .config import SegFormerConfig
@@ -167,19 +168,27 @@ def count_params(model: nn.Module) -> dict[tuple[str, str], int]:
     return by_component(per_module)
 
 
+class LinspaceOnCpu(TorchFunctionMode):
+    """Inside ``with``: ``torch.linspace`` without a device makes a CPU tensor, whatever the default device.
+
+    A mode (PyTorch's own hook for calls to torch functions, active only in its ``with`` block and thread) rather
+    than a patch: ``torch.linspace`` itself stays untouched, for every other caller too."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.linspace:
+            kwargs = {"device": "cpu", **kwargs}
+        return func(*args, **kwargs)
+
+
 def meta_model(name: str = "b0", num_classes: int = 150, **overrides) -> SegFormer:
     """A SegFormer whose tensors live on ``torch.device("meta")``: shapes only, built and run for free.
 
     The encoder reads its stochastic-depth rates with ``torch.linspace(...).tolist()``, which needs real
-    numbers, so while the model is built linspace alone stays on the CPU.
+    numbers, so while the model is built linspace alone stays on the CPU (``LinspaceOnCpu``).
     """
-    linspace = torch.linspace
-    torch.linspace = lambda *args, **kwargs: linspace(*args, **{"device": "cpu", **kwargs})
-    try:
-        with torch.device("meta"):
-            return SegFormer.from_config(name, num_classes, **overrides)
-    finally:
-        torch.linspace = linspace
+    with torch.device("meta"), LinspaceOnCpu():
+        return SegFormer.from_config(name, num_classes, **overrides)
 
 
 def total(counts: dict, part: str | None = None) -> int:

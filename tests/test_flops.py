@@ -99,3 +99,21 @@ def test_torch_flop_counter_is_twice_our_matmul_macs():
     with FlopCounterMode(display=False) as counter:
         model(torch.empty(1, 3, 160, 224, device="meta"))
     assert counter.get_total_flops() == 2 * total(analytic_macs(model.config, 160, 224, MATMULS))
+
+
+def test_meta_model_leaves_torch_linspace_alone(monkeypatch):
+    """No library function is replaced, even while the model is built (other threads would see it)."""
+    from segformer_edu import encoder
+
+    original, seen = torch.linspace, []
+    build = encoder.MixTransformer.__init__
+
+    def watched(self, *args, **kwargs):
+        seen.append(torch.linspace is original)
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(encoder.MixTransformer, "__init__", watched)
+    model = meta_model("b1")
+    assert seen == [True] and torch.linspace is original
+    assert next(model.parameters()).device.type == "meta"
+    assert model.encoder.stages[3].blocks[1].drop_path.p == pytest.approx(0.1)  # the real rates, not meta
