@@ -6,6 +6,10 @@ VENV ?= .venv
 # The team's CPU machines have this CPU build on disk; elsewhere set TORCH="torch" (or keep a preinstalled one).
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# The ImageNet-C corruptions (segformer_edu.corruptions; pyproject.toml's `robustness` extra, the same pin), installed
+# with --no-deps: the package declares opencv-python, whose cv2 needs the system's libGL, so requirements.txt lists
+# its dependencies with OpenCV's headless build instead
+CORRUPTIONS := imagecorruptions-imaug==1.1.5
 NPM ?= npm
 # MathJax, bundled into the book so that math typesets offline (package.json pins it; the lock file fixes it)
 MATHJAX := node_modules/mathjax/es5/tex-mml-chtml.js
@@ -19,6 +23,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps $(CORRUPTIONS)
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 

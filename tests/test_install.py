@@ -77,12 +77,33 @@ def test_a_chapter_installs_what_it_imports(chapter):
     assert not lacking, f"{chapter.name}: {lacking}"
 
 
+# modules that need an extra of their own; plain `pip install segformer_edu` covers the others
+EXTRA_OF_MODULE = {"export.py": "export", "corruptions.py": "robustness"}
+
+
 def test_the_package_declares_what_it_imports():
-    """Plain `pip install segformer_edu` covers the package; the export module needs the `export` extra only."""
+    """Plain `pip install segformer_edu` covers the package; export and corruptions need their extra only."""
     for module in sorted((ROOT / "segformer_edu").glob("*.py")):
-        extra = "export" if module.name == "export.py" else None
+        extra = EXTRA_OF_MODULE.get(module.name)
         lacking = missing(third_party(module.read_text()), installed_by(extra))
         assert not lacking, f"{module.name}: {lacking}"
+
+
+def test_the_makefile_installs_the_corruptions_without_the_opencv_that_needs_libgl():
+    """The Makefile installs imagecorruptions-imaug with --no-deps, pinned as the `robustness` extra; requirements.txt
+    then has to carry each of its declared dependencies, with OpenCV's headless build for opencv-python."""
+    (pin,) = PROJECT["optional-dependencies"]["robustness"]
+    assert re.search(rf"^CORRUPTIONS := {re.escape(pin)}$", (ROOT / "Makefile").read_text(), re.M)
+    assert "install -q --no-deps $(CORRUPTIONS)" in (ROOT / "Makefile").read_text()
+    required = {distribution(line) for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+    declared = importlib.metadata.requires(distribution(pin))
+    needed = {distribution(r) for r in declared if "extra ==" not in r and "python_version" not in r}
+    needed = {"opencv-python-headless" if name == "opencv-python" else name for name in needed}
+    assert needed - required == set(), f"requirements.txt lacks {sorted(needed - required)}"
+    assert distribution(pin) not in required  # pip would bring opencv-python with it
+
+    assert missing({"imagecorruptions"}, installed_by(None)) and not missing({"imagecorruptions"}, installed_by("book"))
 
 
 def test_the_check_finds_an_undeclared_import():
