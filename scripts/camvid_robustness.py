@@ -1,0 +1,242 @@
+"""Robustness of the stored CamVid models to the paper's 16 corruptions (its Table 5's protocol at
+CamVid scale; book chapter 11).
+
+    python scripts/camvid_robustness.py              # the stored SegFormer-B0, the 233 test frames
+    python scripts/camvid_robustness.py --model segformer-b0=book/results/camvid_b0_cpu \\
+        --model deeplabv3plus-mobilenetv2=book/results/<the CNN's folder>
+    python scripts/camvid_robustness.py --time-only  # seconds per frame of each corruption
+
+Each test frame (CamVid's 233 at 480x360, or ``--frames N`` of them, evenly spaced) is corrupted
+at its own size by ``segformer_edu.corruptions`` (16 corruptions; severities 1-5, 1-3 for noise),
+each frame's randomness seeded by (``--seed``, corruption, severity, frame). Every model then sees
+the same corrupted frames as its test run saw the clean ones: resized to the model's evaluation
+scale (``eval_scale`` in its folder's test_metrics.json), logits resized to the 360x480 label,
+void ignored: ``segformer_edu.train.evaluate``. The clean frames are evaluated too, as the
+reference.
+
+Resumable: --out (default book/results/robustness.json) is rewritten after every (corruption,
+severity, model); the same command continues where a run stopped, and a model named for the first
+time is added beside the others. Results of other settings (frames, seed, severities, library
+versions) or of other weights under the same model name are refused rather than mixed.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from segformer_edu import SegFormer, corruptions, data, errors
+from segformer_edu.cnn import NAME as CNN_NAME
+from segformer_edu.cnn import DeepLabV3Plus
+from segformer_edu.train import cpu_name, evaluate
+from segformer_edu.transforms import EvalTransform
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "book" / "results"
+DEFAULT_MODELS = ("segformer-b0=book/results/camvid_b0_cpu",)
+KEPT = ("miou", "acc", "iou")  # of evaluate's metrics: model_seconds is a time, not a result
+
+
+class Frames(torch.utils.data.Dataset):
+    """(image, label) pairs in memory, as ``transform`` (a model's test transform) makes them."""
+
+    def __init__(self, samples: list, transform):
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        return self.transform(*self.samples[index])
+
+
+def frame_indices(total: int, count: int | None) -> list[int]:
+    """``count`` indices spread evenly over ``total`` frames (all of them without a count)."""
+    if count is None or count >= total:
+        return list(range(total))
+    if count < 1:
+        raise ValueError(f"--frames must be at least 1, got {count}")
+    return [index * total // count for index in range(count)]
+
+
+def load_model(folder: Path) -> torch.nn.Module:
+    """A stored model in eval mode: SegFormer (a Hugging Face folder) or the package's CNN."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found: --model expects a folder that "
+                                "save_pretrained wrote (config.json + model.safetensors)")
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type == CNN_NAME:
+        return DeepLabV3Plus.from_pretrained(folder)
+    if model_type == "segformer":
+        return SegFormer.from_pretrained(folder).eval()
+    raise ValueError(f"{config}: model_type {model_type!r} is neither segformer nor {CNN_NAME}")
+
+
+def eval_scale(folder: Path) -> list[int] | None:
+    """The scale the model's test run used, from its folder (None: the frames' own 480x360)."""
+    for name in ("test_metrics.json", "summary.json"):
+        path = folder / name
+        if path.is_file():
+            values = json.loads(path.read_text())
+            if "eval_scale" in values:
+                return values["eval_scale"]
+    raise FileNotFoundError(f"{folder} has no test_metrics.json or summary.json with eval_scale: "
+                            "the scale its test run used is needed to evaluate it the same way")
+
+
+def weights_digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it: no machine's paths in the results."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
+def parse_models(specs: list[str]) -> dict[str, Path]:
+    models = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--model expects NAME=FOLDER, got {spec!r}")
+        models[name] = Path(folder)
+    return models
+
+
+def read_results(path: Path, settings: dict) -> dict:
+    """The results at ``path`` if they were made with ``settings``; a fresh record if none."""
+    if not path.exists():
+        return {"settings": settings, "models": {}, "results": {}}
+    stored = json.loads(path.read_text())
+    if stored.get("settings") != settings:
+        changed = sorted(key for key in settings | stored.get("settings", {})
+                         if settings.get(key) != stored.get("settings", {}).get(key))
+        raise ValueError(f"{path} holds results of other settings ({', '.join(changed)}): pass "
+                         "another --out, or the settings it was made with")
+    return stored
+
+
+def write_atomic(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(temporary, path)
+
+
+def corrupted_samples(test_set, indices: list[int], name: str, severity: int,
+                      seed: int) -> list:
+    samples = []
+    for index in indices:
+        image, label = test_set.load(index)  # (360, 480, 3) uint8, (360, 480) uint8
+        frame_seed = corruptions.frame_seed(seed, name, severity, index)
+        samples.append((corruptions.corrupt(image, name, severity, frame_seed), label))
+    return samples
+
+
+def run(args) -> dict:
+    requested = parse_models(args.model or list(DEFAULT_MODELS))
+    names = [corruptions.check_name(name)
+             for name in (args.corruptions or corruptions.CORRUPTIONS)]
+    models = {}
+    for name, folder in requested.items():  # every model loads before any work starts
+        models[name] = (load_model(folder), EvalTransform(scale=eval_scale(folder)), folder)
+    test_set = data.camvid(args.data_root, "test")
+    indices = frame_indices(len(test_set), args.frames)
+    settings = {"frames": indices, "seed": args.seed, "severities": corruptions.SEVERITIES,
+                "versions": corruptions.versions()}
+    settings = json.loads(json.dumps(settings))  # as it reads back (tuples as lists)
+    record = read_results(args.out, settings)
+    record |= {"classes": list(data.CAMVID_CLASSES), "groups": corruptions.GROUPS,
+               "machine": cpu_name()}
+    for name, (model, transform, folder) in models.items():
+        known = record["models"].get(name)
+        digest = weights_digest(folder)
+        if known is not None and known["weights_sha256"] != digest:
+            raise ValueError(f"{args.out} has results of other weights named {name!r}: pass "
+                             "another --out or another name")
+        if known is None:
+            clean = [test_set.load(index) for index in indices]
+            metrics = evaluate(model, Frames(clean, transform), len(data.CAMVID_CLASSES),
+                               torch.device("cpu"), names=list(data.CAMVID_CLASSES))
+            record["models"][name] = {"folder": shown_path(folder), "weights_sha256": digest,
+                                      "eval_scale": transform.scale and list(transform.scale),
+                                      "clean": {key: metrics[key] for key in KEPT}}
+            write_atomic(args.out, record)
+            print(f"{name}: clean mIoU {100 * metrics['miou']:.2f} % on {len(indices)} frames",
+                  flush=True)
+    for name in names:
+        for severity in corruptions.severities(name):
+            entry = record["results"].setdefault(name, {}).setdefault(str(severity), {})
+            missing = [model_name for model_name in models if model_name not in entry]
+            if not missing:
+                continue
+            samples = corrupted_samples(test_set, indices, name, severity, args.seed)
+            for model_name in missing:
+                model, transform, _ = models[model_name]
+                metrics = evaluate(model, Frames(samples, transform), len(data.CAMVID_CLASSES),
+                                   torch.device("cpu"))
+                entry[model_name] = {key: metrics[key] for key in KEPT}
+                write_atomic(args.out, record)
+                print(f"{name} {severity}: {model_name} mIoU {100 * metrics['miou']:.2f} %",
+                      flush=True)
+    return record
+
+
+def time_corruptions(args) -> dict:
+    """Seconds per 480x360 frame of each corruption, averaged over its severities and --frames
+    frames (default 4), after one untimed call (numba compiles glass blur on its first)."""
+    test_set = data.camvid(args.data_root, "test")
+    frames = [test_set.load(index)[0] for index in frame_indices(len(test_set), args.frames or 4)]
+    load_before = os.getloadavg()[0]
+    seconds = {}
+    for name in args.corruptions or corruptions.CORRUPTIONS:
+        corruptions.corrupt(frames[0], name, 1, 0)
+        start = time.perf_counter()
+        for severity in corruptions.severities(name):
+            for frame in frames:
+                corruptions.corrupt(frame, name, severity, 0)
+        calls = len(frames) * len(corruptions.severities(name))
+        seconds[name] = (time.perf_counter() - start) / calls
+        print(f"{name:17s} {1e3 * seconds[name]:7.1f} ms per frame", flush=True)
+    return {"seconds_per_frame": seconds, "frames": len(frames),
+            "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+            "versions": corruptions.versions(), "machine": cpu_name(),
+            "threads": torch.get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = errors.ArgumentParser(prog="python scripts/camvid_robustness.py",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", metavar="NAME=FOLDER",
+                        help=f"a stored model to test (repeat for several; default "
+                             f"{' '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--out", type=Path, default=RESULTS / "robustness.json")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="test on this many frames, evenly spaced (default: all 233)")
+    parser.add_argument("--corruptions", nargs="+", default=None,
+                        help="only these (default: the 16 of segformer_edu.corruptions)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corruptions' randomness")
+    parser.add_argument("--data-root", default=None, help="CamVid folder (default: as the trainer)")
+    parser.add_argument("--time-only", action="store_true",
+                        help="print the seconds per frame of each corruption; store nothing")
+    args = parser.parse_args(argv)
+    try:
+        if args.time_only:
+            print(json.dumps(time_corruptions(args), indent=1))
+        else:
+            run(args)
+    except (FileNotFoundError, ValueError) as error:  # one line, before any work
+        return errors.report(error)
+    if not args.time_only:
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
