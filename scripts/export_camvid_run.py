@@ -65,6 +65,8 @@ def main():
         "best_iteration": best["iteration"], "best_val_miou": best["best_miou"], "test_miou": metrics["miou"],
         "crop_size": cfg.crop_size, "scale": cfg.scale, "ratio_range": cfg.ratio_range, "eval_scale": cfg.val_scale,
         "lr": cfg.lr, "head_lr_mult": cfg.head_lr_mult, "warmup_iters": cfg.warmup_iters,
+        "class_weights": cfg.class_weights, "ohem_thresh": cfg.ohem_thresh, "label_smoothing": cfg.label_smoothing,
+        "drop_path_rate": cfg.drop_path_rate, "ema_decay": cfg.ema_decay,
         "max_iters": cfg.max_iters, "final_images_per_s": log[-1]["images_per_s"] if log else None,
         "test_eval_seconds": seconds, "command": args.command, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
