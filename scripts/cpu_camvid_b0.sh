@@ -17,13 +17,13 @@
 #   (scripts/cpu_camvid_sweep.py lr, sweep.json); the paper's 6e-5 assumes an ImageNet-pretrained encoder;
 # - the loss and regularisation: the one-change-at-a-time sweep (scripts/cpu_camvid_sweep.py levers,
 #   levers.json), RECIPE below;
-# - MAX_ITERS: 13,000 steps of batch 8 fit in 2 hours of this machine at the 16-18 images/s the sweep's bf16
-#   runs measured, validations included.
+# - MAX_ITERS: 8,000 steps of batch 8 fit in 2 hours of this machine at 10-11 images/s, the speed a run got
+#   while the machine's cores also served other work (18 images/s alone), validations included.
 set -euo pipefail
 
 OUT_DIR=${OUT_DIR:-runs/camvid_b0_cpu}
 RESULTS=${RESULTS:-book/results/camvid_b0_cpu}
-MAX_ITERS=${MAX_ITERS:-13000}
+MAX_ITERS=${MAX_ITERS:-8000}
 LR=${LR:-1e-3}
 VAL_INTERVAL=${VAL_INTERVAL:-500}
 PYTHON=${PYTHON:-python}
