@@ -1,7 +1,9 @@
-"""segformer_edu: SegFormer (Xie et al., NeurIPS 2021) built to match the official code, for the book."""
+"""segformer_edu: SegFormer (Xie et al., NeurIPS 2021) built to match the official code, for the
+book."""
 
 from .config import VARIANTS, SegFormerConfig
 from .model import SegFormer
+from .predict import preprocess
 
-__all__ = ["SegFormer", "SegFormerConfig", "VARIANTS"]
+__all__ = ["SegFormer", "SegFormerConfig", "VARIANTS", "preprocess"]
 __version__ = "0.1.0"

@@ -12,7 +12,8 @@ from .encoder import MixTransformer, check_images
 
 
 def init_weights(module: nn.Module) -> None:
-    """The official encoder's initialisation: truncated normal (std 0.02) for linears, fan-out normal for convs."""
+    """The official encoder's initialisation: truncated normal (std 0.02) for linears, fan-out
+    normal for convs."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -21,7 +22,8 @@ def init_weights(module: nn.Module) -> None:
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Conv2d):
-        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        kernel_h, kernel_w = module.kernel_size
+        fan_out = kernel_h * kernel_w * module.out_channels // module.groups
         nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
         if module.bias is not None:
             nn.init.zeros_(module.bias)
@@ -33,31 +35,48 @@ class SegFormer(nn.Module):
     def __init__(self, config: SegFormerConfig):
         super().__init__()
         self.config = config
+        self.class_names: list[str] | None = None  # from_pretrained, where a checkpoint has them
         self.encoder = MixTransformer(config)
-        self.decoder = AllMLPDecoder(config.embed_dims, config.decoder_dim, config.num_classes, config.decoder_dropout)
-        # As the official code: the encoder initialises itself; in the decoder only the fuse ConvModule does
-        # (mmcv's kaiming fan-out, the same rule). linear_c and the classifier (official ``linear_pred``) keep
-        # PyTorch's default init: mmseg's normal_init(std=0.01) hits its unused ``conv_seg``, not them.
+        self.decoder = AllMLPDecoder(config.embed_dims, config.decoder_dim, config.num_classes,
+                                     config.decoder_dropout)
+        # As the official code: the encoder initialises itself; in the decoder only the fuse
+        # ConvModule does (mmcv's kaiming fan-out, the same rule). linear_c and the classifier
+        # (official ``linear_pred``) keep PyTorch's default init: mmseg's normal_init(std=0.01) hits
+        # its unused ``conv_seg``, not them.
         self.encoder.apply(init_weights)
         self.decoder.fuse.apply(init_weights)
 
     @classmethod
     def from_config(cls, name: str = "b0", num_classes: int = 150, **overrides) -> "SegFormer":
-        """A randomly initialised SegFormer-``name`` (``"b0"`` ... ``"b5"``) with the official settings."""
+        """A randomly initialised SegFormer-``name`` (``"b0"`` ... ``"b5"``) with the official
+        settings."""
         return cls(SegFormerConfig.from_name(name, num_classes, **overrides))
 
     @classmethod
-    def from_pretrained(cls, source: str | Path, num_classes: int | None = None, config: str | None = None,
-                        **overrides) -> "SegFormer":
-        """Load a checkpoint: a Hugging Face folder or hub id, or a single official/mmseg/our own file.
+    def from_pretrained(cls, source: str | Path, num_classes: int | None = None,
+                        config: str | None = None, **overrides) -> "SegFormer":
+        """Load a checkpoint, in eval mode: a training run's folder (its ``best.pt``) or ``.pt``, a
+        Hugging Face folder or hub id, or a single official/mmseg file (``.pth``).
 
-        ``num_classes`` different from the checkpoint's (or given for an encoder-only checkpoint such
-        as ``nvidia/mit-b0``) keeps the pretrained encoder and starts a new decoder.
-        ``config`` names the variant for single files without a ``config.json`` (inferred if omitted).
+        ``num_classes`` different from the checkpoint's (or given for an encoder-only checkpoint
+        such as ``nvidia/mit-b0``) keeps the pretrained encoder and starts a new decoder (a warning
+        names it). ``config`` names the variant for single files without a ``config.json`` (inferred
+        if omitted). ``model.class_names`` holds the checkpoint's class names, where it has them.
         """
         from .checkpoint import load_pretrained
 
-        return load_pretrained(cls, source, num_classes=num_classes, config_name=config, **overrides)
+        model, _ = load_pretrained(cls, source, num_classes=num_classes, config_name=config,
+                                   **overrides)
+        return model
+
+    def save_pretrained(self, folder: str | Path, class_names: list[str] | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` in the Hugging Face layout, which
+        ``from_pretrained`` here and in transformers (``SegformerForSemanticSegmentation``) read;
+        the class names (default: ``self.class_names``) become its labels."""
+        from .checkpoint import save_pretrained
+
+        return save_pretrained(self, folder, class_names=class_names, dtype=dtype)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.decoder(self.encoder(images))
@@ -66,15 +85,18 @@ class SegFormer(nn.Module):
     def predict(self, images: Tensor, mode: str = "whole", crop_size: tuple[int, int] | None = None,
                 stride: tuple[int, int] | None = None, scales: tuple[float, ...] = (1.0,),
                 flip: bool = False) -> Tensor:
-        """Class indices (B, H, W), torch.long, at the input's full resolution (eval mode, no gradients).
+        """Class indices (B, H, W), torch.long, at the input's full resolution (eval mode, no
+        gradients).
 
-        ``mode="whole"`` runs the image at once (the paper's ADE20K protocol); ``mode="slide"`` runs windows of
-        ``crop_size`` every ``stride`` (Cityscapes: 1024x1024, stride 768); ``scales`` (ratios) and ``flip`` average
-        the softmax over resized and mirrored views (the "MS" rows). See ``segformer_edu.inference``.
+        ``mode="whole"`` runs the image at once (the paper's ADE20K protocol); ``mode="slide"`` runs
+        windows of ``crop_size`` every ``stride`` (Cityscapes: 1024x1024, stride 768); ``scales``
+        (ratios) and ``flip`` average the softmax over resized and mirrored views (the "MS" rows).
+        See ``segformer_edu.inference``.
         """
         from .inference import segment
 
-        check_images(images, self.config)  # before any resizing, so that the message names the caller's shape
+        # before any resizing, so that the message names the caller's shape
+        check_images(images, self.config)
         was_training = self.training
         self.eval()
         try:

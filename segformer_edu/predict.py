@@ -1,11 +1,19 @@
-"""Segment a folder of images with a trained model: class-index PNGs and colour overlays (book chapter 8).
+"""Segment images with a trained model: class-index PNGs and colour overlays (book chapter 8).
 
     python -m segformer_edu.predict --model runs/my_run --images photos/ --out predictions/
+    python -m segformer_edu.predict --model runs/my_run --images photo.jpg --out predictions/
 
-``--model`` is a training run's ``out_dir`` (its ``best.pt``, or that file itself), a Hugging Face layout folder
-(``config.json`` + ``model.safetensors``), a hub id, or any checkpoint file ``SegFormer.from_pretrained`` reads.
-``OUT/masks/<stem>.png`` holds the class indices (a palette-mode PNG: viewers show the classes' colours, numpy reads
-the indices); ``OUT/overlays/<stem>.jpg`` the image with the classes' colours blended in.
+``--model`` is a training run's ``out_dir`` (its ``best.pt``, or that file itself), a Hugging Face
+layout folder (``config.json`` + ``model.safetensors``), a hub id, or any checkpoint file
+``SegFormer.from_pretrained`` reads. ``OUT/masks/<stem>.png`` holds the class indices (a
+palette-mode PNG: viewers show the classes' colours, numpy reads the indices);
+``OUT/overlays/<stem>.jpg`` the image with the classes' colours blended in. Two inputs with one stem
+(``a.jpg``, ``a.png``) keep their whole names (``a.jpg.png``, ``a.png.png``); an existing output is
+replaced only with ``--overwrite``. An image that cannot be read, or is too small for the model, is
+skipped and named, and the others are segmented.
+
+In Python, ``preprocess`` turns a PIL image or an array into the model's input the way this command
+does.
 """
 
 import argparse
@@ -20,79 +28,75 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import errors
+from .checkpoint import load_pretrained
 from .data import ADE20K_CLASSES, CAMVID_CLASSES, IMAGE_SUFFIXES, read_image
 from .model import SegFormer
 from .palette import CAMVID_PALETTE, ade20k_palette, colorize
 from .transforms import EvalTransform
 
-RUN_CHECKPOINT = "best.pt"  # what a training run keeps of its best validation
 OVERLAY_ALPHA = 0.5  # weight of the class colours over the image
 
 
-def training_state(path: Path, device: torch.device) -> dict | None:
-    """The dict segformer_edu.train saves (model, config, classes...) if ``path`` holds one, else None."""
-    if not (path.is_file() and path.suffix == ".pt"):
-        return None
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # a pickle error says little; name the file
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
-    return state if isinstance(state, dict) and "model" in state and "config" in state else None
-
-
-def from_training_state(state: dict) -> tuple[SegFormer, dict]:
-    """A training checkpoint's model and {"names", "palette", "scale"} (older checkpoints: the dataset's own)."""
-    from .checkpoint import evaluated_weights, infer_config_name
-
-    weights, config = evaluated_weights(state), state["config"]
-    num_classes = weights["decoder.classifier.weight"].shape[0]
-    model = SegFormer.from_config(infer_config_name(weights), num_classes=num_classes)  # the widths tell the variant
-    model.load_state_dict(weights)
-    dataset = config.get("dataset")
-    default_names = {"camvid": CAMVID_CLASSES, "ade20k": ADE20K_CLASSES}.get(dataset)
-    default_palette = CAMVID_PALETTE if dataset == "camvid" else ade20k_palette(num_classes)
-    names = state.get("classes") or default_names or [f"class_{k}" for k in range(num_classes)]
-    palette = state.get("palette") or default_palette
-    return model, {"names": list(names), "palette": [tuple(c) for c in palette], "scale": config.get("val_scale")}
-
-
 def load_model(source: str, device: torch.device) -> tuple[SegFormer, dict]:
-    """(model in eval mode on ``device``, {"names", "palette", "scale"}) from a run folder, a training checkpoint,
-    a Hugging Face folder, a hub id, or an official checkpoint file."""
-    from .checkpoint import resolve
-
-    path = Path(source).expanduser()
-    if path.is_dir() and (path / RUN_CHECKPOINT).is_file():
-        path = path / RUN_CHECKPOINT
-    elif path.is_dir() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no model in {path}: expected {RUN_CHECKPOINT} (a training run's out_dir) or "
-                                f"config.json + model.safetensors (a Hugging Face folder)")
-    state = training_state(path, device)
-    if state is not None:
-        model, info = from_training_state(state)
-    else:
-        _, hf_config = resolve(source)  # downloads a hub id once; from_pretrained then finds it cached
-        model = SegFormer.from_pretrained(source)
-        num_classes = model.config.num_classes
-        id2label = (hf_config or {}).get("id2label", {})
-        info = {"names": [id2label.get(str(k), f"class_{k}") for k in range(num_classes)], "scale": None,
-                "palette": list(ade20k_palette(num_classes))}
-    return model.to(device).eval(), info
+    """(model in eval mode on ``device``, {"names", "palette", "scale"}) from anything
+    ``from_pretrained`` takes: a run folder, a training checkpoint, a Hugging Face folder, a hub id,
+    an official file. Names and colours a checkpoint lacks come from its dataset (CamVid's,
+    ADE20K's), else ``class_k`` and ADE20K's."""
+    model, info = load_pretrained(SegFormer, source)
+    num_classes = model.config.num_classes
+    dataset = info.get("dataset")
+    default_names = {"camvid": CAMVID_CLASSES, "ade20k": ADE20K_CLASSES}.get(dataset)
+    names = info["names"] or default_names or [f"class_{k}" for k in range(num_classes)]
+    default_palette = CAMVID_PALETTE if dataset == "camvid" else ade20k_palette(num_classes)
+    palette = info["palette"] or default_palette
+    model.class_names = list(names)
+    return model.to(device).eval(), {"names": list(names), "palette": [tuple(c) for c in palette],
+                                     "scale": info["scale"]}
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The images (.jpg, .jpeg, .png) directly in ``folder``, sorted; an error if there are none."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def image_files(source: Path) -> list[Path]:
+    """``source`` itself if it is an image file, else the images (.jpg, .jpeg, .png) directly in the
+    folder ``source``, sorted; an error naming the path if there are none."""
+    if source.is_file():
+        if source.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(f"{source} is not an image ({', '.join(IMAGE_SUFFIXES)}): pass an "
+                             "image or a folder")
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f"no image or folder at {source}: pass an image file or a folder "
+                                "of images")
+    files = sorted(p for p in source.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
     return files
 
 
-def prepare_output(out: Path) -> tuple[Path, Path]:
-    """OUT/masks and OUT/overlays, created and tried with a write now rather than after the first image."""
+def output_names(files: list[Path]) -> dict[Path, str]:
+    """The name each input's outputs take: its stem, or its whole name where two inputs share a
+    stem."""
+    stems = [path.stem for path in files]
+    names = {path: path.stem if stems.count(path.stem) == 1 else path.name for path in files}
+    # e.g. a.jpg beside a.jpg.png: no name keeps them apart
+    if len(set(names.values())) != len(names):
+        clash = sorted(name for name in names.values() if list(names.values()).count(name) > 1)
+        raise ValueError(f"inputs that would share an output name ({clash[0]}): rename one of them")
+    return names
+
+
+def prepare_output(out: Path, names: list[str], overwrite: bool = False) -> tuple[Path, Path]:
+    """OUT/masks and OUT/overlays, created and tried with a write now rather than after the first
+    image; an output that exists already is refused unless ``overwrite``."""
     masks, overlays = out / "masks", out / "overlays"
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise NotADirectoryError(f"cannot write to {out}: {blocker} is a file, not a folder; pass "
+                                 "another --out")
+    existing = [masks / f"{name}.png" for name in names if (masks / f"{name}.png").exists()]
+    existing += [overlays / f"{name}.jpg" for name in names if (overlays / f"{name}.jpg").exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists ({len(existing)} outputs would be replaced): "
+                              "pass another --out, or --overwrite to replace them")
     try:
         for folder in (masks, overlays):
             folder.mkdir(parents=True, exist_ok=True)
@@ -100,27 +104,40 @@ def prepare_output(out: Path) -> tuple[Path, Path]:
             probe.write_bytes(b"")
             probe.unlink()
     except OSError as error:
-        raise PermissionError(f"cannot write to {out}: {error.strerror or error}") from error
+        raise PermissionError(f"cannot write to {out}: {error.strerror or error}; pass another "
+                              "--out") from error
     return masks, overlays
 
 
-def prepare(image: np.ndarray, config, scale=None) -> torch.Tensor:
-    """An RGB image (H, W, 3) uint8 -> the model's input (1, 3, h, w): resized to ``scale`` (long, short) if given,
-    normalised; an image too small for ``config`` is refused with a clear message, not a shape error inside."""
+def preprocess(image, scale: tuple[int, int] | None = None, config=None) -> torch.Tensor:
+    """An RGB image (a PIL image, or an array (H, W, 3) uint8) -> the model's input (1, 3, h, w)
+    float32, as ``predict`` and ``train.evaluate`` feed it: resized to ``scale`` (long, short side;
+    sides then rounded up to multiples of 32) if given, ImageNet-normalised. With a model's
+    ``config``, an image too small for it is refused with a clear message, not a shape error inside
+    the model."""
     from .encoder import check_images
 
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB image (H, W, 3) uint8, got {image.shape} {image.dtype}")
     tensor, _ = EvalTransform(scale=scale)(image, np.zeros(image.shape[:2], np.uint8))  # (3, h, w)
-    check_images(tensor[None], config)
+    if config is not None:
+        check_images(tensor[None], config)
     return tensor[None]
 
 
 @torch.no_grad()
-def segment(model: nn.Module, image: np.ndarray, scale=None) -> np.ndarray:
-    """An RGB image (H, W, 3) uint8 -> class indices (H, W) uint8, as train.evaluate scores it: the image resized to
-    ``scale`` (long, short) if given, logits (1, K, h/4, w/4) upsampled bilinearly to (H, W), argmax."""
+def segment(model: nn.Module, image, scale=None) -> np.ndarray:
+    """An RGB image (PIL, or (H, W, 3) uint8) -> class indices (H, W) uint8, as train.evaluate
+    scores it: the image resized to ``scale`` (long, short) if given, logits (1, K, h/4, w/4)
+    upsampled bilinearly to (H, W), argmax."""
+    image = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     device = next(model.parameters()).device
-    logits = model(prepare(image, model.config, scale).to(device))
-    logits = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear", align_corners=False)
+    logits = model(preprocess(image, scale, model.config).to(device))
+    logits = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear",
+                           align_corners=False)  # (1, K, H, W)
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 
@@ -131,54 +148,105 @@ def overlay(image: np.ndarray, label: np.ndarray, palette) -> np.ndarray:
 
 
 def save_mask(label: np.ndarray, palette, path: Path) -> None:
-    """Class indices (H, W) as a palette-mode PNG: the pixel values are the indices, the PNG palette their colours."""
+    """Class indices (H, W) as a palette-mode PNG: the pixel values are the indices, the PNG palette
+    their colours."""
     mask = Image.fromarray(label)  # "L"; putpalette makes it "P" without touching the values
     flat = [channel for colour in palette for channel in colour]
     mask.putpalette(flat + [0] * (768 - len(flat)))
     mask.save(path)
 
 
-def predict_folder(model: nn.Module, image_dir, out_dir, palette, scale=None, progress: bool = True) -> list[Path]:
-    """Segment every image in ``image_dir``; write OUT/masks/<stem>.png and OUT/overlays/<stem>.jpg; the masks."""
-    files = image_files(Path(image_dir))
-    masks, overlays = prepare_output(Path(out_dir))
-    written = []
-    for path in tqdm(files, desc="predicting", unit="image", disable=not progress):
-        image = np.asarray(read_image(path))  # (H, W, 3)
-        label = segment(model, image, scale)
-        save_mask(label, palette, masks / f"{path.stem}.png")
-        Image.fromarray(overlay(image, label, palette)).save(overlays / f"{path.stem}.jpg", quality=90)
-        written.append(masks / f"{path.stem}.png")
-    return written
+def predict_each(model: nn.Module, files: list[Path], names: dict[Path, str], masks: Path,
+                 overlays: Path, palette, scale=None, progress: bool = True):
+    """Segment each file; yield (file, its mask written, or None and why it was skipped): an image
+    that cannot be read or is too small for the model is named, and the next one segmented."""
+    bar = tqdm(files, desc="predicting", unit="image", disable=not progress)
+    for path in bar:
+        try:
+            image = np.asarray(read_image(path))  # (H, W, 3)
+            label = segment(model, image, scale)
+        except ValueError as error:
+            bar.write(f"skipped {path}: {errors.one_line(error)}", file=sys.stderr)
+            yield path, None, errors.one_line(error)
+            continue
+        save_mask(label, palette, masks / f"{names[path]}.png")
+        blended = Image.fromarray(overlay(image, label, palette))
+        blended.save(overlays / f"{names[path]}.jpg", quality=90)
+        yield path, masks / f"{names[path]}.png", None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m segformer_edu.predict", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True,
-                        help="a training run's out_dir (best.pt), a checkpoint file, a Hugging Face folder or hub id")
-    parser.add_argument("--images", required=True, help="folder of images (.jpg, .jpeg, .png)")
-    parser.add_argument("--out", required=True, help="output folder: masks/ (class indices) and overlays/")
+def predict_folder(model: nn.Module, images, out_dir, palette, scale=None, progress: bool = True,
+                   overwrite: bool = False) -> tuple[list[Path], dict[Path, str]]:
+    """Segment the image ``images``, or every image in the folder ``images``, into
+    OUT/masks/<name>.png and OUT/overlays/<name>.jpg. Returns (the masks written, {image skipped:
+    why})."""
+    files = image_files(Path(images))
+    names = output_names(files)
+    masks, overlays = prepare_output(Path(out_dir), list(names.values()), overwrite)
+    written, skipped = [], {}
+    for path, mask, why in predict_each(model, files, names, masks, overlays, palette, scale,
+                                        progress):
+        if mask is None:
+            skipped[path] = why
+        else:
+            written.append(mask)
+    return written, skipped
+
+
+def parse_args(argv=None):
+    parser = errors.ArgumentParser(prog="python -m segformer_edu.predict",
+                                   description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="a training run's out_dir (best.pt), a "
+                                                       "checkpoint file, a Hugging Face folder or "
+                                                       "hub id")
+    parser.add_argument("--images", required=True, help="an image, or a folder of images (.jpg, "
+                                                        ".jpeg, .png)")
+    parser.add_argument("--out", required=True, help="output folder: masks/ (class indices) and "
+                                                     "overlays/")
     parser.add_argument("--scale", type=int, nargs=2, default=None, metavar=("LONG", "SHORT"),
-                        help="resize images to this (long, short) scale first (default: the run's val_scale, if any)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+                        help="resize images to this (long, short) scale first (default: the run's "
+                             "val_scale, if any)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if "
+                                                       "available)")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist "
+                                                                 "already")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="show a progress bar")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(args.out)
+    written, skipped = [], {}
     try:
-        image_files(Path(args.images))  # the cheap checks before loading a model
-        prepare_output(Path(args.out))
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        files = image_files(Path(args.images))  # the cheap checks before loading a model
+        names = output_names(files)
+        masks, overlays = prepare_output(out, list(names.values()), args.overwrite)
         model, info = load_model(args.model, device)
         scale = tuple(args.scale) if args.scale else info["scale"]
-        written = predict_folder(model, args.images, args.out, info["palette"], scale, args.progress)
-    except (ImportError, OSError, ValueError) as error:  # missing files, unwritable output, bad checkpoints: a message
+        for path, mask, why in predict_each(model, files, names, masks, overlays, info["palette"],
+                                            scale, args.progress):
+            if mask is None:
+                skipped[path] = why
+            else:
+                written.append(mask)
+    except KeyboardInterrupt:
+        done = "nothing was written"
+        if written:
+            done = f"the {len(written)} masks written are in {out}"
+        print(f"interrupted: {done}", file=sys.stderr)
+        return errors.INTERRUPTED
+    except (ImportError, OSError, ValueError) as error:  # missing files, bad checkpoints...
         return errors.report(error)
-    print(f"{len(written)} images: class indices in {Path(args.out) / 'masks'}, overlays in "
-          f"{Path(args.out) / 'overlays'}; classes {', '.join(info['names'])}")
-    return 0
+    where = f"class indices in {masks}, overlays in {overlays}"
+    if skipped:
+        print(f"{len(written)} of {len(files)} images segmented ({where}); skipped {len(skipped)} "
+              f"(said above): {', '.join(path.name for path in skipped)}", file=sys.stderr)
+        return errors.FAILED
+    print(f"{len(written)} images: {where}; classes {', '.join(info['names'])}")
+    return errors.DONE
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from segformer_edu import SegFormer
+from segformer_edu import SegFormer, checkpoint
 from segformer_edu.checkpoint import save_pretrained
 from segformer_edu.convert import from_edu, to_edu
 
@@ -177,7 +177,20 @@ def test_hub_id_offline_is_a_clear_os_error(monkeypatch):
         raise ConnectionError("network is unreachable")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(checkpoint, "_cached", lambda hub_id: None)  # whatever this machine's cache holds
+    monkeypatch.setattr(checkpoint, "hub_reachable", lambda: True)  # the host answers, the download fails
     with pytest.raises(OSError, match=r"could not download 'nvidia/mit-b0'.*network.*local folder"):
+        SegFormer.from_pretrained("nvidia/mit-b0", num_classes=11)
+
+
+def test_an_unreachable_hub_fails_at_once_without_retries(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **kw: pytest.fail("retried"))
+    monkeypatch.setattr(checkpoint, "_cached", lambda hub_id: None)
+    monkeypatch.setattr(checkpoint, "hub_reachable", lambda: False)
+    with pytest.raises(OSError, match=r"could not download 'nvidia/mit-b0': the Hugging Face hub cannot be "
+                                      r"reached \(no network\?\)"):
         SegFormer.from_pretrained("nvidia/mit-b0", num_classes=11)
 
 
@@ -197,6 +210,8 @@ def test_hub_id_downloads_through_huggingface_hub(monkeypatch, images, tmp_path)
         return str(tmp_path / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", from_folder)
+    monkeypatch.setattr(checkpoint, "_cached", lambda hub_id: None)
+    monkeypatch.setattr(checkpoint, "hub_reachable", lambda: True)
     ours = SegFormer.from_pretrained("nvidia/segformer-b0-finetuned-ade-512-512").eval()
     assert ("nvidia/segformer-b0-finetuned-ade-512-512", "config.json") in requested
     with torch.no_grad():
@@ -237,3 +252,65 @@ def test_smallest_input_gives_the_same_logits_as_transformers(tmp_path):
     images = torch.randn(1, 3, side, side + 6, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert (ours(images) - hf(pixel_values=images).logits).abs().max().item() < 1e-4
+
+
+# --- the API as transformers users meet it -----------------------------------------------------------
+
+def test_from_pretrained_returns_eval_mode_and_save_pretrained_round_trips(tmp_path, images):
+    torch.manual_seed(0)
+    model = randomize(SegFormer.from_config("b0", num_classes=3))
+    model.save_pretrained(tmp_path / "saved", class_names=["road", "car", "sky"])
+    loaded = SegFormer.from_pretrained(tmp_path / "saved")
+    assert not loaded.training  # as transformers: repeated calls give the same logits
+    with torch.no_grad():
+        assert torch.equal(loaded(images), loaded(images))
+        assert torch.equal(loaded(images), model.eval()(images))
+    assert loaded.class_names == ["road", "car", "sky"]
+    loaded.save_pretrained(tmp_path / "again")  # the names travel with the model
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["id2label"]["2"] == "sky"
+    hf = transformers.SegformerForSemanticSegmentation.from_pretrained(tmp_path / "again").eval()
+    with torch.no_grad():
+        assert (hf(pixel_values=images).logits - loaded(images)).abs().max().item() < 1e-4
+
+
+def test_from_pretrained_takes_a_training_run_folder_and_its_checkpoint(tmp_path, images):
+    torch.manual_seed(0)
+    trained = randomize(SegFormer.from_config("b0", num_classes=4)).eval()
+    run = tmp_path / "run"
+    run.mkdir()
+    state = {"model": trained.state_dict(), "config": {"dataset": "folder", "val_scale": None},
+             "classes": ["a", "b", "c", "d"], "palette": [[1, 2, 3]] * 4}
+    torch.save(state, run / "best.pt")
+    for source in (run, run / "best.pt"):
+        loaded = SegFormer.from_pretrained(source)
+        assert not loaded.training and loaded.class_names == ["a", "b", "c", "d"]
+        with torch.no_grad():
+            assert torch.equal(loaded(images), trained(images))
+    torch.save(state, run / "latest.pt")
+    (run / "best.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"training run without best\.pt .*latest\.pt"):
+        SegFormer.from_pretrained(run)
+
+
+def test_a_new_classifier_is_said_once_naming_the_new_weights(saved_b0, caplog):
+    with caplog.at_level("WARNING", logger="segformer_edu.checkpoint"):
+        SegFormer.from_pretrained(saved_b0, num_classes=3)
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 1
+    assert "newly initialised" in said[0] and "decoder.classifier.weight, decoder.classifier.bias" in said[0]
+    assert "it has 5 classes; this model has 3 classes" in said[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="segformer_edu.checkpoint"):
+        SegFormer.from_pretrained(saved_b0)  # the checkpoint's own classes: nothing new, nothing said
+    assert caplog.records == []
+
+
+def test_a_mistyped_path_is_not_a_hub_id(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **kw: pytest.fail("hub asked"))
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    for typo in ("runs/mnie", "./runs/mine2", "weights/b0.pth"):
+        with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+            SegFormer.from_pretrained(typo)

@@ -92,6 +92,15 @@ def test_cli_refuses_unwritable_path(tmp_path, capsys):
     assert "cannot write" in one_line_error(capsys)
 
 
+def test_cli_refuses_a_folder_as_out_and_a_mistyped_flag(tmp_path, capsys):
+    assert export.main(["--model", str(tmp_path / "unused"), "--out", str(tmp_path)]) == 1
+    assert f"--out {tmp_path} is a folder: pass a file name" in one_line_error(capsys)
+    with pytest.raises(SystemExit) as usage:
+        export.main(["--model", "m", "--out", "m.onnx", "--int-8"])
+    assert usage.value.code == 2
+    assert "did you mean --int8?" in capsys.readouterr().err
+
+
 def test_cli_int8(exported, tmp_path, monkeypatch, capsys):
     """The CLI loads a Hugging Face folder, exports, quantizes to --out. The export itself is the fixture's
     (tested above; a second trace would double this file's time): the stand-in checks it gets the same weights."""
@@ -207,10 +216,14 @@ def test_cli_static_int8_calibrates_on_a_folder(exported, tmp_path, monkeypatch,
     ops = Counter(node.op_type for node in onnx.load(str(out)).graph.node)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]  # weights: DQ only
 
+    written = out.read_bytes()
+    assert export.main(argv) == 1  # a second export to the same file: refused, the file kept
+    assert f"{out} exists: pass another --out, or --overwrite" in one_line_error(capsys)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert export.main(argv[:-1] + [str(empty)]) == 1
+    assert export.main(argv[:-1] + [str(empty), "--overwrite"]) == 1
     assert "no images" in one_line_error(capsys)
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(empty / "tiny.png")
-    assert export.main(argv[:-1] + [str(empty)]) == 1
+    assert export.main(argv[:-1] + [str(empty), "--overwrite"]) == 1
     assert "29" in one_line_error(capsys)  # the smallest side, named
+    assert out.read_bytes() == written  # failed exports leave the earlier file as it was

@@ -272,3 +272,108 @@ def test_class_flags_parse_and_belong_to_folder_datasets_only(tiny_dataset):
     assert cfg.class_names == ("road", "sky") and cfg.ignore_index == 0 and cfg.num_classes is None
     with pytest.raises(ValueError, match="--class-names applies to --dataset folder only"):
         trainer.datasets(TrainConfig(dataset="camvid", data_root=str(tiny_dataset), class_names=("a",)), "train")
+
+
+# ----------------------------------------------------------------------------- predict as a user meets it
+
+@pytest.fixture
+def hf_model(tmp_path) -> Path:
+    torch.manual_seed(0)
+    save_pretrained(SegFormer.from_config("b0", num_classes=4), tmp_path / "hf", class_names=NAMES)
+    return tmp_path / "hf"
+
+
+def photo(path: Path, size=(48, 64), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_predict_takes_one_image_and_keeps_inputs_of_one_stem_apart(tmp_path, hf_model, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.jpg", seed=1), photo(photos / "a.png", seed=2), photo(photos / "b.png", seed=3)
+    assert predict.main(["--model", str(hf_model), "--images", str(photos / "b.png"), "--out",
+                         str(tmp_path / "one"), "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "one" / "masks").iterdir()) == ["b.png"]
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(tmp_path / "all"),
+                         "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "all" / "masks").iterdir()) == ["a.jpg.png", "a.png.png", "b.png"]
+    assert "3 images:" in capsys.readouterr().out
+
+
+def test_predict_skips_and_names_images_it_cannot_segment(tmp_path, hf_model, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "good.png")
+    (photos / "broken.jpg").write_bytes(photo(tmp_path / "x.jpg").read_bytes()[:100])
+    photo(photos / "tiny.png", size=(20, 20))
+    out = tmp_path / "out"
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out),
+                         "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"skipped {photos / 'broken.jpg'}: corrupt or unreadable image")
+    assert err[1].startswith(f"skipped {photos / 'tiny.png'}: images must be at least 29x29 pixels")
+    assert err[2].startswith("1 of 3 images segmented") and err[2].endswith("skipped 2 (said above): "
+                                                                            "broken.jpg, tiny.png")
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["good.png"]
+
+
+def test_predict_never_replaces_an_output_unless_told(tmp_path, hf_model, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.png")
+    argv = ["--model", str(hf_model), "--images", str(photos), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert predict.main(argv) == 0
+    mask = tmp_path / "out" / "masks" / "a.png"
+    mask.write_bytes(b"my edits")
+    assert predict.main(argv) == 1
+    assert f"error: {mask} exists (2 outputs would be replaced): pass another --out, or --overwrite" in \
+        capsys.readouterr().err
+    assert mask.read_bytes() == b"my edits"
+    assert predict.main(argv + ["--overwrite"]) == 0 and mask.read_bytes() != b"my edits"
+
+
+def test_ctrl_c_in_predict_is_one_line_and_exit_130(tmp_path, hf_model, monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(3):
+        photo(photos / f"{k}.png", seed=k)
+    segment, calls = predict.segment, []
+
+    def segment_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return segment(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "segment", segment_then_ctrl_c)
+    out = tmp_path / "out"
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out),
+                         "--no-progress"]) == 130
+    assert capsys.readouterr().err == f"interrupted: the 1 masks written are in {out}\n"
+
+
+def test_preprocess_takes_a_pil_image_or_an_array_as_predict_does(hf_model):
+    model = SegFormer.from_pretrained(hf_model)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    from_pil, from_array = predict.preprocess(image, (60, 45)), predict.preprocess(np.asarray(image), (60, 45))
+    assert from_pil.shape == (1, 3, 64, 64) and torch.equal(from_pil, from_array)  # 60x45 aligned up to 32
+    with torch.no_grad():
+        assert np.array_equal(predict.segment(model, image, (60, 45)),
+                              torch.nn.functional.interpolate(model(from_pil), size=(90, 120),
+                                                              mode="bilinear").argmax(1)[0].numpy())
+    with pytest.raises(ValueError, match="at least 29x29"):
+        predict.preprocess(np.zeros((20, 40, 3), np.uint8), config=model.config)
+    with pytest.raises(ValueError, match=r"expected an RGB image \(H, W, 3\) uint8"):
+        predict.preprocess(np.zeros((20, 40), np.uint8))
+    from segformer_edu import preprocess
+
+    assert preprocess is predict.preprocess
+
+
+def test_classes_json_with_another_key_says_what_it_holds(tmp_path):
+    root = write_dataset(tmp_path / "keyed", classes={"classes": NAMES})
+    with pytest.raises(ValueError, match=r"classes\.json holds 'classes' but no \"names\": expected "
+                                         r"\{\"names\": \[\.\.\.\]"):
+        data.folder(root, "train")
