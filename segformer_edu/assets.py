@@ -1,49 +1,63 @@
-"""Files the book's chapters read: a CamVid frame, the CamVid model trained on a CPU (chapters 1, 3, 7, 8) and the
-stored measurements in ``book/results`` (chapters 8-10).
+"""Files the book's chapters read: a CamVid frame, the CamVid model trained on a CPU (chapters 1, 3,
+7, 8) and the stored measurements in ``book/results`` (chapters 8-10).
 
-Inside a checkout the chapters run from ``book/`` and find them there. On Colab a chapter arrives alone, so each file
-is downloaded once from the book's repository into ``~/.cache/segformer_edu/book``.
+Inside a checkout the chapters run from ``book/`` and find them there. On Colab a chapter arrives
+alone, so each file is downloaded once from the book's repository into
+``~/.cache/segformer_edu/book``.
 """
 
 from pathlib import Path
 
+from . import errors
 from .data import cache_dir, download
 
 REPOSITORY_FILES = "https://raw.githubusercontent.com/segformer-edu/segformer-edu/main/"
-FRAME = "assets/camvid_0001TP_006690.jpg"  # a training frame of CamVid's sequence 0001TP, and its label
+# a training frame of CamVid's sequence 0001TP, and its label
+FRAME = "assets/camvid_0001TP_006690.jpg"
 FRAME_LABEL = "assets/camvid_0001TP_006690_label.png"
 TRAINED_CAMVID = "results/camvid_b0_cpu"  # SegFormer-B0 trained from scratch on CamVid (chapter 8)
+OFFLINE = ("without a network, run the chapter from the book/ folder of a checkout of the book's "
+           "repository, where the file is")
 
 
 def book_file(relative: str, book_dir: str | Path = ".") -> Path:
-    """``book/<relative>``: the copy in ``book_dir`` (a chapter's working directory) if there is one, else a copy
-    downloaded once from the repository."""
+    """``book/<relative>``: the copy in ``book_dir`` (a chapter's working directory) if there is
+    one, else a copy downloaded once from the repository."""
     local = Path(book_dir) / relative
     if local.exists():
         return local
     cached = cache_dir() / "book" / relative
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
-        download(REPOSITORY_FILES + "book/" + relative, cached)
+        try:
+            download(REPOSITORY_FILES + "book/" + relative, cached, offline_hint=OFFLINE)
+        except ConnectionError as error:
+            raise errors.DownloadError(f"book/{relative} is neither in {Path(book_dir).resolve()} "
+                                       f"nor in {cached} and cannot be fetched "
+                                       f"({errors.one_line(error)})") from None
     return cached
 
 
 def result_file(name: str, book_dir: str | Path = ".") -> Path:
-    """``book/results/<name>``, a stored measurement or run (chapters 8-10), found or fetched as ``book_file``."""
+    """``book/results/<name>``, a stored measurement or run (chapters 8-10), found or fetched as
+    ``book_file``."""
     return book_file(f"results/{name}", book_dir)
 
 
 def trained_camvid_model(book_dir: str | Path = "."):
-    """The CamVid model of chapter 8 (11 classes, eval mode), from the book's folder or the repository."""
+    """The CamVid model of chapter 8 (11 classes, eval mode), from the book's folder or the
+    repository."""
     from .model import SegFormer
 
-    files = [book_file(f"{TRAINED_CAMVID}/{name}", book_dir) for name in ("config.json", "model.safetensors")]
-    return SegFormer.from_pretrained(files[0].parent).eval()
+    files = [book_file(f"{TRAINED_CAMVID}/{name}", book_dir)
+             for name in ("config.json", "model.safetensors")]
+    return SegFormer.from_pretrained(files[0].parent)
 
 
 def segment_frame(model, frame, scale: tuple[int, int] | None = (240, 180)):
-    """Class indices (H, W) for an RGB frame (H, W, 3) uint8, the way the CamVid run was tested: the frame resized
-    to ``scale`` (long, short side; EvalTransform aligns it to multiples of 32), the logits resized back."""
+    """Class indices (H, W) for an RGB frame (H, W, 3) uint8, the way the CamVid run was tested: the
+    frame resized to ``scale`` (long, short side; EvalTransform aligns it to multiples of 32), the
+    logits resized back."""
     import numpy as np
     import torch
     import torch.nn.functional as F

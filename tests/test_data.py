@@ -148,6 +148,17 @@ def test_missing_dataset_says_how_to_get_it(no_data_anywhere):
         data.ade20k()
 
 
+def test_missing_dataset_names_the_flag_and_no_place_inside_an_installed_package(no_data_anywhere,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(data, "SHARED_DATA", None)  # what an installed package (no checkout around it) has
+    with pytest.raises(FileNotFoundError) as missing:
+        data.find_dataset("camvid")
+    message = str(missing.value)
+    assert "--data-root DIR on the command line, root=DIR in Python, or SEGFORMER_DATA=DIR" in message
+    assert "shared" not in message and "as root" not in message
+    assert message.startswith(f"camvid not found (looked in {no_data_anywhere / 'home'}")
+
+
 # ----------------------------------------------------------------------------- downloads, without a network
 
 def segnet_zip(path):
@@ -227,9 +238,11 @@ def test_download_starts_over_when_the_server_ignores_range(tmp_path, monkeypatc
 
 def test_offline_download_says_so_and_leaves_nothing_half_done(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "urlopen", offline)
-    with pytest.raises(ConnectionError, match="could not download .*SEGFORMER_DATA"):
+    with pytest.raises(ConnectionError, match="could not download .*SEGFORMER_DATA") as failure:
         data.download_ade20k(tmp_path)
     assert leftovers(tmp_path) == []
+    assert ".part" not in str(failure.value)  # nothing arrived, so no file is said to keep it
+    assert failure.value._render_traceback_() == [f"DownloadError: {failure.value}"]  # one line in a notebook
 
 
 def test_damaged_or_unsafe_archives_leave_no_dataset_folder(tmp_path, monkeypatch):
