@@ -1,11 +1,19 @@
-"""Training SegFormer with the paper's recipe: one function for the CLI, the notebook and torchrun (book chapter 8).
+"""Training SegFormer with the paper's recipe: one function for the CLI, the notebook and torchrun
+(book chapter 8).
 
-    python -m segformer_edu.train --dataset camvid --model b0 --max-iters 20000 --out-dir runs/camvid_b0
-    torchrun --nproc_per_node=2 -m segformer_edu.train ...        # DistributedDataParallel, one process per GPU
+    python -m segformer_edu.train --dataset camvid --model b0 --max-iters 20000
+    torchrun --nproc_per_node=2 -m segformer_edu.train ...  # DDP, one process per GPU
 
-Everything a run produces lands in ``out_dir``: ``latest.pt`` / ``best.pt`` (model, optimizer, scaler, scheduler,
-iteration, RNG states, config), ``train_log.jsonl`` (loss, lr, images/s every ``log_interval`` iterations),
-``metrics.jsonl`` (mIoU, per-class IoU, pixel accuracy at each validation), ``curves.png`` and ``predictions.png``.
+``train(cfg)`` reads as its steps: check the configuration, claim the run's folder, prepare and
+check the data, build the model and optimizer, resume, then the loop of training steps, validations
+and saves, and finish.
+
+Everything a run produces lands in ``out_dir`` (default ``runs/<dataset>_<model>``): ``latest.pt`` /
+``best.pt`` (model, optimizer, scaler, scheduler, iteration, RNG states, config),
+``train_log.jsonl`` (loss, lr, images/s every ``log_interval`` iterations), ``metrics.jsonl`` (mIoU,
+per-class IoU, pixel accuracy at each validation), ``summary.json``, ``curves.png`` and
+``predictions.png``. A folder that holds anything is refused unless the run continues it
+(``--resume``) or replaces its run (``--overwrite``): no run destroys another.
 """
 
 import argparse
@@ -15,11 +23,13 @@ import os
 import platform
 import random
 import re
+import shlex
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import UnionType
 from typing import get_args, get_origin
@@ -33,11 +43,24 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from . import errors
 from .checkpoint import evaluated_weights
+from .config import VARIANTS, SegFormerConfig
 from .losses import CLASS_WEIGHTINGS, class_weights, segmentation_loss
 from .model import SegFormer
 from .schedule import build_optimizer
 
 IGNORE_INDEX = 255  # the data module's value; padding and CamVid's void
+DEFAULT_MODEL = "b0"
+# not the recipe: free to change on resume
+RESTARTABLE = {"data_root", "out_dir", "resume", "overwrite", "progress", "stop_at", "num_workers",
+               "in_memory", "test", "save_minutes", "val_images"}
+# what a run writes; --overwrite removes these, nothing else
+RUN_FILES = ("latest.pt", "best.pt", "train_log.jsonl", "metrics.jsonl", "summary.json",
+             "test_metrics.json", "curves.png", "predictions.png")
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity, as PyTorch's DataLoader counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def arg(default, help: str):
@@ -47,49 +70,75 @@ def arg(default, help: str):
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults are the paper's recipe; sizes are per process (per GPU), like mmseg's."""
+    """One training run. Defaults are the paper's recipe; sizes are per process (per GPU), like
+    mmseg's."""
 
-    dataset: str = arg("camvid", "camvid, ade20k, or folder (your own: DATA_ROOT/{train,val[,test]}/{images,masks})")
-    data_root: str | None = arg(None, "dataset folder (default: $SEGFORMER_DATA, ../shared/data, ~/.cache)")
-    num_classes: int | None = arg(None, "folder dataset: number of classes, if DATA_ROOT/classes.json is absent")
-    class_names: tuple[str, ...] | None = arg(None, "folder dataset: class names, in mask-value order")
-    reduce_zero_label: bool = arg(False, "folder dataset: mask value 0 is 'other' (ignored), class k is value k+1")
+    dataset: str = arg("camvid", "camvid, ade20k, or folder (your own: "
+                                 "DATA_ROOT/{train,val[,test]}/{images,masks})")
+    data_root: str | None = arg(None, "dataset folder (default: $SEGFORMER_DATA, ../shared/data, "
+                                      "~/.cache)")
+    num_classes: int | None = arg(None, "folder dataset: number of classes, if "
+                                        "DATA_ROOT/classes.json is absent")
+    class_names: tuple[str, ...] | None = arg(None, "folder dataset: class names, in mask-value "
+                                                    "order")
+    reduce_zero_label: bool = arg(False, "folder dataset: mask value 0 is 'other' (ignored), class "
+                                         "k is value k+1")
     ignore_index: int = arg(255, "folder dataset: the mask value left out of loss and metrics")
-    model: str = arg("b0", "variant b0..b5, random initialisation")
-    pretrained: str | None = arg(None, "encoder weights: a hub id such as nvidia/mit-b0 or a local folder/file")
-    out_dir: str = arg("runs/camvid_b0", "where checkpoints, logs and figures go")
-    crop_size: tuple[int, int] = arg((512, 512), "training crop (height, width); smaller images are padded")
-    scale: tuple[int, int] = arg((2048, 512), "resize target (long, short side) before the random ratio")
+    model: str | None = arg(None, "variant b0..b5 (default: the variant of --pretrained, else b0)")
+    pretrained: str | None = arg(None, "encoder weights: a hub id such as nvidia/mit-b0, or a "
+                                       "local folder or file")
+    out_dir: str | None = arg(None, "where checkpoints, logs and figures go (default: "
+                                    "runs/<dataset>_<model>); it must be new or empty, unless "
+                                    "--resume or --overwrite")
+    crop_size: tuple[int, int] = arg((512, 512), "training crop (height, width); smaller images "
+                                                 "are padded")
+    scale: tuple[int, int] = arg((2048, 512), "resize target (long, short side) before the random "
+                                              "ratio")
     ratio_range: tuple[float, float] = arg((0.5, 2.0), "random resize ratio range")
     batch_size: int = arg(8, "images per process per iteration")
     max_iters: int = arg(160_000, "optimizer steps in the whole run")
     lr: float = arg(6e-5, "AdamW base lr (encoder); the decoder gets head_lr_mult times it")
     weight_decay: float = arg(0.01, "AdamW weight decay, not applied to norms and biases")
     head_lr_mult: float = arg(10.0, "lr multiplier of the decoder")
-    warmup_iters: int = arg(1500, "linear warm-up iterations")
+    warmup_iters: int = arg(1500, "linear warm-up iterations (a tenth of the run where they would "
+                                  "not end before it)")
     warmup_ratio: float = arg(1e-6, "lr factor at iteration 0 of the warm-up")
     power: float = arg(1.0, "poly decay power")
-    class_weights: str | None = arg(None, "weight the loss per class, from the training labels: enet "
-                                          "(1 / ln(1.02 + share), ENet's) or median (median-frequency balancing)")
-    ohem_thresh: float | None = arg(None, "online hard example mining (mmseg's OHEMPixelSampler): train on the "
-                                          "pixels whose true class has a probability under this, e.g. 0.7")
+    class_weights: str | None = arg(None, "weight the loss per class, from the training labels: "
+                                          "enet (1 / ln(1.02 + share), ENet's) or median "
+                                          "(median-frequency balancing)")
+    ohem_thresh: float | None = arg(None, "online hard example mining (mmseg's OHEMPixelSampler): "
+                                          "train on the pixels whose true class has a probability "
+                                          "under this, e.g. 0.7")
     ohem_min_kept: int = arg(100_000, "OHEM: keep at least this many pixels per image")
     label_smoothing: float = arg(0.0, "cross-entropy label smoothing")
-    drop_path_rate: float | None = arg(None, "stochastic depth rate of the last block (default: the variant's, 0.1)")
-    ema_decay: float | None = arg(None, "validate and keep an exponential moving average of the weights with "
-                                        "this decay per iteration (e.g. 0.999)")
+    drop_path_rate: float | None = arg(None, "stochastic depth rate of the last block (default: "
+                                             "the variant's, 0.1)")
+    ema_decay: float | None = arg(None, "validate and keep an exponential moving average of the "
+                                        "weights with this decay per iteration (e.g. 0.999)")
     val_interval: int = arg(4000, "validate (and save latest.pt) every this many iterations")
+    save_minutes: float = arg(5.0, "also save latest.pt after this many minutes without a save, so "
+                                   "that a crash loses less")
     val_images: int | None = arg(None, "validate on the first N images only (quick runs)")
-    val_scale: tuple[int, int] | None = arg(None, "resize validation images to this (long, short) scale")
+    val_scale: tuple[int, int] | None = arg(None, "resize validation images to this (long, short) "
+                                                  "scale")
     log_interval: int = arg(50, "write loss and lr to train_log.jsonl every this many iterations")
-    num_workers: int = arg(4, "data loading processes per training process (0: exact resume)")
+    num_workers: int = arg(min(4, available_cpus()), "data loading processes per training process "
+                                                     "(0: exact resume); the default is at most "
+                                                     "this machine's cores")
     seed: int = arg(0, "seed of weights, data order and augmentation")
-    amp: str = arg("auto", "auto (bf16 if the GPU supports it, else fp16 with a scaler; fp32 on CPU), bf16, fp16, fp32")
-    in_memory: bool = arg(True, "decode every frame once and keep it in memory, when that takes under a quarter of "
-                                "the free memory (also checks every file before the first step)")
-    resume: bool = arg(False, "continue from out_dir/latest.pt if it exists")
-    stop_at: int | None = arg(None, "stop (saving latest.pt) after this iteration, as if interrupted")
-    test: bool = arg(False, "after training, evaluate best.pt on the test split (test_metrics.json)")
+    amp: str = arg("auto", "auto (on a GPU bf16 where it has it, else fp16 with a scaler; on a CPU "
+                           "bf16 with AMX, else fp32), bf16, fp16, fp32")
+    in_memory: bool = arg(True, "decode every frame once and keep it in memory, when that takes "
+                                "under a quarter of the free memory")
+    resume: bool = arg(False, "continue the run in out_dir from its latest.pt (a new run if it has "
+                              "none)")
+    overwrite: bool = arg(False, "start a new run in an out_dir that holds one, replacing its "
+                                 "files")
+    stop_at: int | None = arg(None, "stop (saving latest.pt) after this iteration, as if "
+                                    "interrupted")
+    test: bool = arg(False, "after training, evaluate best.pt on the test split "
+                            "(test_metrics.json)")
     progress: bool = arg(True, "show a tqdm progress bar")
 
 
@@ -109,17 +158,19 @@ def datasets(cfg: TrainConfig, split: str):
                                    ratio_range=tuple(cfg.ratio_range), ignore_index=IGNORE_INDEX)
     else:
         transform = EvalTransform(scale=tuple(cfg.val_scale) if cfg.val_scale else None)
-    folder_only = {"num_classes": None, "class_names": None, "reduce_zero_label": False, "ignore_index": IGNORE_INDEX}
+    folder_only = {"num_classes": None, "class_names": None, "reduce_zero_label": False,
+                   "ignore_index": IGNORE_INDEX}
     given = [name for name, default in folder_only.items() if getattr(cfg, name) != default]
     if cfg.dataset != "folder" and given:
-        raise ValueError(f"--{given[0].replace('_', '-')} applies to --dataset folder only; {cfg.dataset} has its "
-                         f"own classes and label encoding")
+        raise ValueError(f"--{given[0].replace('_', '-')} applies to --dataset folder only; "
+                         f"{cfg.dataset} has its own classes and label encoding")
     if cfg.dataset == "camvid":
         names = list(data.CAMVID_CLASSES)
         return data.camvid(cfg.data_root, split=split, transform=transform), names
     if cfg.dataset == "ade20k":
         if split == "test":
-            raise ValueError("ADE20K's test images come without labels: evaluate on its val split (drop --test)")
+            raise ValueError("ADE20K's test images come without labels: evaluate on its val split "
+                             "(drop --test)")
         ade_split = {"train": "training", "val": "validation"}[split]
         names = list(data.ADE20K_CLASSES)
         return data.ade20k(cfg.data_root, split=ade_split, transform=transform), names
@@ -127,21 +178,23 @@ def datasets(cfg: TrainConfig, split: str):
         dataset = data.folder(cfg.data_root, split, transform, cfg.num_classes, cfg.class_names,
                               cfg.reduce_zero_label, cfg.ignore_index)
         return dataset, dataset.names
-    raise ValueError(f"unknown dataset {cfg.dataset!r}: camvid, ade20k or folder")
+    raise ValueError(f"unknown --dataset {cfg.dataset!r}: camvid, ade20k or folder")
 
 
 def free_memory() -> int:
     """Bytes of memory available now (Linux's MemAvailable); 0 where that cannot be read."""
     try:
-        line = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable"))
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        line = next(line for line in lines if line.startswith("MemAvailable"))
     except (OSError, StopIteration):
         return 0
     return int(line.split()[1]) * 1024
 
 
 def preload_if_it_fits(splits: list, progress: bool = False) -> bool:
-    """Decode every frame of ``splits`` into memory (see SegmentationFolder.preload) if they take under a quarter
-    of the free memory; returns whether it did. CamVid's train + val frames take ~320 MB; ADE20K's ~25 GB do not."""
+    """Decode every frame of ``splits`` into memory (see SegmentationFolder.preload) if they take
+    under a quarter of the free memory; returns whether it did. CamVid's train + val frames take
+    ~320 MB; ADE20K's ~25 GB do not."""
     folders = [split.dataset if isinstance(split, Subset) else split for split in splits]
     if sum(folder.decoded_bytes() for folder in folders) > free_memory() / 4:
         return False
@@ -150,11 +203,40 @@ def preload_if_it_fits(splits: list, progress: bool = False) -> bool:
     return True
 
 
-class InfiniteSampler(Sampler[int]):
-    """Shuffled epochs back to back; each rank takes a disjoint slice of every shuffle (DistributedSampler's job).
+def eval_size(height: int, width: int, scale: tuple[int, int] | None) -> tuple[int, int]:
+    """The (height, width) EvalTransform gives an image: resized to ``scale`` (long, short) if
+    given, its sides then rounded up to multiples of 32 (the official AlignedResize)."""
+    from .transforms import rescale_size
 
-    Infinite, so data loading workers never restart at an epoch boundary, and it starts at sample ``start``:
-    a run resumed at iteration i draws exactly the samples the uninterrupted run would have drawn.
+    if not scale:
+        return height, width
+    width, height = rescale_size(width, height, scale)
+    return -(-height // 32) * 32, -(-width // 32) * 32
+
+
+def check_image_sizes(split: str, dataset, scale, min_side: int) -> None:
+    """Every image of ``split`` at least ``min_side`` on each side as the model will see it, or one
+    line naming the first that is not (found now, not at the first validation)."""
+    subset = isinstance(dataset, Subset)
+    folder = dataset.dataset if subset else dataset
+    sizes = folder.image_sizes()
+    for index in dataset.indices if subset else range(len(sizes)):
+        height, width = eval_size(*sizes[index], scale)
+        if min(height, width) < min_side:
+            resized = " after --val-scale" if scale else ""
+            raise ValueError(f"{split} image {folder.image_paths[index]} is "
+                             f"{height}x{width}{resized}, under the model's smallest side "
+                             f"{min_side}: remove it, or pass --val-scale LONG SHORT to resize "
+                             "every evaluated image")
+
+
+class InfiniteSampler(Sampler[int]):
+    """Shuffled epochs back to back; each rank takes a disjoint slice of every shuffle
+    (DistributedSampler's job).
+
+    Infinite, so data loading workers never restart at an epoch boundary, and it starts at sample
+    ``start``: a run resumed at iteration i draws exactly the samples the uninterrupted run would
+    have drawn.
     """
 
     def __init__(self, size: int, rank: int = 0, world: int = 1, seed: int = 0, start: int = 0):
@@ -164,7 +246,8 @@ class InfiniteSampler(Sampler[int]):
     def __iter__(self):
         epoch, skip = divmod(self.start, self.per_rank)
         while True:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(self.size, generator=generator)
             yield from order[self.rank: self.per_rank * self.world: self.world][skip:].tolist()
             epoch, skip = epoch + 1, 0
 
@@ -172,15 +255,17 @@ class InfiniteSampler(Sampler[int]):
 # ----------------------------------------------------------------------------- the pieces of a step
 
 def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX tiles for bf16 (Intel Sapphire Rapids and later), as /proc/cpuinfo lists them."""
+    """Whether the CPU has AMX tiles for bf16 (Intel Sapphire Rapids and later), as /proc/cpuinfo
+    lists them."""
     info = Path("/proc/cpuinfo")
     return info.exists() and "amx_bf16" in info.read_text().split()
 
 
 def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. auto: bf16 where the GPU has it (no scaler needed), else fp16; on a
-    CPU, bf16 where it has AMX, else fp32. Measured with benchmarks/bench_cpu_training.py on 2 cores: with AMX,
-    bf16 made B0's training step about 1.5x faster; on a CPU with AVX-512 BF16 but no AMX it was slower.
+    """The autocast dtype, or None for fp32. auto: bf16 where the GPU has it (no scaler needed),
+    else fp16; on a CPU, bf16 where it has AMX, else fp32. Measured with
+    benchmarks/bench_cpu_training.py on 2 cores: with AMX, bf16 made B0's training step about 1.5x
+    faster; on a CPU with AVX-512 BF16 but no AMX it was slower.
     """
     if amp not in ("auto", "bf16", "fp16", "fp32"):
         raise ValueError(f"amp must be auto, bf16, fp16 or fp32, not {amp!r}")
@@ -190,19 +275,25 @@ def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | Non
         if amp == "fp16":
             raise ValueError("fp16 autocast needs a GPU; on a CPU use --amp bf16 or fp32")
         return torch.bfloat16 if amp == "bf16" or cpu_has_amx() else None
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bf16: use --amp fp16 or "
+                         "fp32")
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, num_classes: int, device: torch.device, dtype: torch.dtype | None = None,
-             rank: int = 0, world: int = 1, names: list[str] | None = None, protocol: dict | None = None) -> dict:
-    """mIoU, per-class IoU and pixel accuracy over whole images; predictions resized to the label size.
+def evaluate(model: nn.Module, dataset, num_classes: int, device: torch.device,
+             dtype: torch.dtype | None = None, rank: int = 0, world: int = 1,
+             names: list[str] | None = None, protocol: dict | None = None) -> dict:
+    """mIoU, per-class IoU and pixel accuracy over whole images; predictions resized to the label
+    size.
 
-    ``protocol``: keyword arguments of ``inference.segment`` (sliding window, scales, flip) instead of one pass.
-    Each rank takes every world-th image; the confusion matrices are summed over ranks before computing.
-    ``model_seconds`` is the time spent in the model (and protocol), without reading the data.
+    ``protocol``: keyword arguments of ``inference.segment`` (sliding window, scales, flip) instead
+    of one pass. Each rank takes every world-th image; the confusion matrices are summed over ranks
+    before computing. ``model_seconds`` is the time spent in the model (and protocol), without
+    reading the data.
     """
     from .inference import segment
     from .metrics import ConfusionMatrix
@@ -219,7 +310,8 @@ def evaluate(model: nn.Module, dataset, num_classes: int, device: torch.device, 
                 scores = model(image[None].to(device))  # (1, K, h/4, w/4)
             else:
                 scores = segment(model, image[None].to(device), **protocol)  # (1, K, h, w)
-        scores = F.interpolate(scores.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+        scores = F.interpolate(scores.float(), size=label.shape[-2:], mode="bilinear",
+                               align_corners=False)
         prediction = scores.argmax(1)[0]
         model_seconds += time.perf_counter() - start
         matrix.update(prediction, label.to(device))
@@ -237,7 +329,8 @@ def evaluate(model: nn.Module, dataset, num_classes: int, device: torch.device, 
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_atomic(state: dict, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a kill mid-save leaves the old file intact."""
+    """torch.save to a temporary file in the same folder, then rename: a kill mid-save leaves the
+    old file intact."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         torch.save(state, tmp)
@@ -247,11 +340,13 @@ def save_atomic(state: dict, path: Path) -> None:
 
 
 def rng_state() -> dict:
-    """Every random generator a step draws from, as tensors and ints (loadable with weights_only=True)."""
+    """Every random generator a step draws from, as tensors and ints (loadable with
+    weights_only=True)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                    gauss),
-            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    numpy = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+    cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+    return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state(),
+            "cuda": cuda}
 
 
 def set_rng_state(state: dict) -> None:
@@ -264,20 +359,37 @@ def set_rng_state(state: dict) -> None:
 
 
 def truncate_log(path: Path, iteration: int) -> None:
-    """Drop log lines written after the checkpoint we resume from, so a resumed log has no duplicates."""
+    """Drop log lines written after the checkpoint we resume from, so a resumed log has no
+    duplicates."""
     if path.exists():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["iter"] <= iteration]
+        lines = [line for line in path.read_text().splitlines()
+                 if json.loads(line)["iter"] <= iteration]
         path.write_text("".join(line + "\n" for line in lines))
 
 
-# ----------------------------------------------------------------------------- signals and processes
+def read_checkpoint(path: Path, peek: bool = False) -> dict:
+    """A training checkpoint on the CPU; ``peek``: memory-mapped, for a look at its iteration and
+    config."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=peek)
+    except Exception as error:
+        raise ValueError(f"cannot read {path} ({errors.one_line(error)}): start again with "
+                         "--overwrite, or pass another --out-dir") from error
+
+
+# ---------------------------------------------------------------------------- signals and processes
 
 class StopRequest:
-    """Ctrl-C or SIGTERM (a scheduler's kill, torchrun's shutdown) ends the run after the current step,
-    saving latest.pt first, instead of losing everything since the last checkpoint."""
+    """Ctrl-C or SIGTERM (a scheduler's kill, torchrun's shutdown) ends the run after the current
+    step or validation, saving latest.pt first, instead of losing everything since the last
+    checkpoint. A second one stops at once (KeyboardInterrupt); the last checkpoint stays intact."""
 
-    def __init__(self):
-        self.requested, self.previous = False, {}
+    def __init__(self, announce: bool = True):
+        self.announce, self.signum, self.previous = announce, None, {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -286,7 +398,13 @@ class StopRequest:
         return self
 
     def handle(self, signum, frame):
-        self.requested = True
+        if self.requested:
+            raise KeyboardInterrupt
+        self.signum = signum
+        if self.announce:
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            print(f"\n{name}: stopping after this step or validation, once latest.pt is saved "
+                  "(again: stop at once, keeping the last checkpoint)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -294,7 +412,8 @@ class StopRequest:
 
 
 def cpu_name() -> str:
-    """The processor's name as the OS reports it (Linux's /proc/cpuinfo), for the summaries that state a machine."""
+    """The processor's name as the OS reports it (Linux's /proc/cpuinfo), for the summaries that
+    state a machine."""
     info = Path("/proc/cpuinfo")
     names = re.findall(r"model name\s*:\s*(.*)", info.read_text()) if info.exists() else []
     return names[0] if names else platform.processor() or platform.machine()
@@ -314,20 +433,23 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return (dist.get_rank() if world > 1 else 0), world, device
 
 
-def any_rank(flag: bool, device: torch.device, world: int) -> bool:
-    """True on every rank if it is true on one: all ranks must stop (or save) together."""
+def any_rank(flags: list[bool], device: torch.device, world: int) -> list[bool]:
+    """Each flag true on every rank if it is true on one: all ranks must stop (or save) together.
+    One all-reduce for all the flags."""
     if world == 1:
-        return flag
-    value = torch.tensor(float(flag), device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+        return list(flags)
+    values = torch.tensor([float(flag) for flag in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(value) for value in values.tolist()]
 
 
 def broadcast_bn_buffers(model: nn.Module, world: int) -> None:
-    """Rank 0's BatchNorm running statistics to every rank, as mmcv's evaluation hook (broadcast_bn_buffer=True).
+    """Rank 0's BatchNorm running statistics to every rank, as mmcv's evaluation hook
+    (broadcast_bn_buffer=True).
 
-    Without SyncBatchNorm (on CPUs) each rank updates its own statistics in its last forward, so the ranks would
-    evaluate slightly different models; after this they all evaluate the weights rank 0 saves.
+    Without SyncBatchNorm (on CPUs) each rank updates its own statistics in its last forward, so the
+    ranks would evaluate slightly different models; after this they all evaluate the weights rank 0
+    saves.
     """
     if world == 1:
         return
@@ -337,30 +459,97 @@ def broadcast_bn_buffers(model: nn.Module, world: int) -> None:
                 dist.broadcast(buffer, src=0)
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the run's parts
 
-def build_model(cfg: TrainConfig, num_classes: int) -> SegFormer:
-    """From scratch, or with a pretrained encoder (e.g. nvidia/mit-b0) and a new decoder for ``num_classes``."""
+@dataclass
+class Run:
+    """Where this process trains: its rank among ``world``, its device, the run's folder."""
+
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def say(self, line: str) -> None:
+        """Print on rank 0 only."""
+        if self.main:
+            print(line, flush=True)
+
+
+@dataclass
+class Data:
+    """The splits, their class names, and the loss's options (class weights come from the training
+    labels)."""
+
+    train: object
+    val: object
+    test: object | None
+    names: list[str]
+    loss_kwargs: dict
+
+
+@dataclass
+class Parts:
+    """What a step changes and a checkpoint holds."""
+
+    model: nn.Module
+    ema: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype | None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights that are validated and saved as the run's result: the average, when there is
+        one."""
+        return self.model if self.ema is None else self.ema.module
+
+
+@dataclass
+class Progress:
+    """Where the run stands; ``run_time``: seconds in training steps of this call, not
+    validation."""
+
+    iteration: int = 0
+    best_miou: float = -1.0
+    best_iteration: int | None = None
+    saved_at: int | None = None
+    seconds_before: float = 0.0
+    run_time: float = 0.0
+    losses: list = field(default_factory=list)
+    metrics: dict | None = None
+    logged: tuple[float, int] = (0.0, 0)  # (run_time, iteration) of the last log line
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The run's model, from its name: SegFormer-b0..b5 from scratch, or with a pretrained encoder
+    (e.g. nvidia/mit-b0) and a new decoder for ``num_classes``."""
     overrides = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
     if cfg.pretrained:
         return SegFormer.from_pretrained(cfg.pretrained, num_classes=num_classes, **overrides)
-    return SegFormer.from_config(cfg.model, num_classes=num_classes, **overrides)
+    return SegFormer.from_config(cfg.model or DEFAULT_MODEL, num_classes=num_classes, **overrides)
 
 
 def loss_options(cfg: TrainConfig, train_pixels: np.ndarray) -> dict:
-    """The keyword arguments of ``segmentation_loss`` for this run; ``train_pixels`` (N, K + 1): the pixels of
-    each class (and, last, the ignored ones) in each training label, which the class weights come from."""
-    if cfg.class_weights is not None and cfg.class_weights not in CLASS_WEIGHTINGS:
-        raise ValueError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}, not {cfg.class_weights!r}")
+    """The keyword arguments of ``segmentation_loss`` for this run; ``train_pixels`` (N, K + 1): the
+    pixels of each class (and, last, the ignored ones) in each training label, which the class
+    weights come from."""
     weight = None
     if cfg.class_weights is not None:
-        weight = torch.tensor(class_weights(cfg.class_weights, train_pixels[:, :-1]), dtype=torch.float32)
+        weights = class_weights(cfg.class_weights, train_pixels[:, :-1])  # (K,)
+        weight = torch.tensor(weights, dtype=torch.float32)
     return {"weight": weight, "ohem_thresh": cfg.ohem_thresh, "ohem_min_kept": cfg.ohem_min_kept,
             "label_smoothing": cfg.label_smoothing}
 
 
 def averaged_model(model: nn.Module, decay: float | None):
-    """An exponential moving average of the weights and BatchNorm statistics (None when ``decay`` is None)."""
+    """An exponential moving average of the weights and BatchNorm statistics (None when ``decay`` is
+    None)."""
     if decay is None:
         return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -368,202 +557,490 @@ def averaged_model(model: nn.Module, decay: float | None):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) the training ``cfg`` describes; returns a summary (losses of this call, metrics, timing)."""
-    rank, world, device = setup_distributed()
-    main = rank == 0
-    out = Path(cfg.out_dir)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    random.seed(cfg.seed + rank)
-    np.random.seed(cfg.seed + rank)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank; DDP also broadcasts rank 0's
+# ----------------------------------------------------------------------------- the steps of train()
 
-    test_set = datasets(cfg, "test")[0] if cfg.test else None  # first: a missing test split fails before training
+def check_config(cfg: TrainConfig, device: torch.device, say=print) -> tuple[TrainConfig, int]:
+    """Every setting, before anything is read or written: (the config with its defaults resolved,
+    the model's smallest input side). A bad one is one line naming its flag."""
+    positive = {"batch_size": cfg.batch_size, "max_iters": cfg.max_iters,
+                "val_interval": cfg.val_interval, "log_interval": cfg.log_interval, "lr": cfg.lr,
+                "save_minutes": cfg.save_minutes,
+                **{f"crop_size ({i})": side for i, side in enumerate(cfg.crop_size)},
+                **{f"scale ({i})": side for i, side in enumerate(cfg.scale)},
+                **{f"ratio_range ({i})": ratio for i, ratio in enumerate(cfg.ratio_range)},
+                **{f"val_scale ({i})": side for i, side in enumerate(cfg.val_scale or ())}}
+    optional = {"val_images": cfg.val_images, "stop_at": cfg.stop_at,
+                "num_classes": cfg.num_classes}
+    positive |= {name: value for name, value in optional.items() if value is not None}
+    for name, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, not {value}")
+    at_least_zero = {"warmup_iters": cfg.warmup_iters, "num_workers": cfg.num_workers,
+                     "weight_decay": cfg.weight_decay, "label_smoothing": cfg.label_smoothing}
+    for name, value in at_least_zero.items():
+        if value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, not {value}")
+    fractions = {"drop_path_rate": cfg.drop_path_rate, "ema_decay": cfg.ema_decay,
+                 "label_smoothing": cfg.label_smoothing}
+    for name, value in fractions.items():
+        if value is not None and not 0 <= value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1), not {value}")
+    if cfg.ohem_thresh is not None and not 0 < cfg.ohem_thresh <= 1:
+        raise ValueError(f"--ohem-thresh is a probability in (0, 1], not {cfg.ohem_thresh}")
+    if cfg.ratio_range[0] > cfg.ratio_range[1]:
+        raise ValueError(f"--ratio-range {cfg.ratio_range[0]} {cfg.ratio_range[1]}: the smaller "
+                         "one first")
+    if cfg.class_weights is not None and cfg.class_weights not in CLASS_WEIGHTINGS:
+        raise ValueError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}, "
+                         f"not {cfg.class_weights!r}")
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("--resume continues the run in --out-dir, --overwrite replaces it: pass "
+                         "one of them")
+    autocast_dtype(device, cfg.amp)  # an amp this device cannot run fails here
+    if cfg.model is not None and cfg.model not in VARIANTS:
+        raise ValueError(f"--model {cfg.model!r} is not a variant: one of {', '.join(VARIANTS)}")
+    model = cfg.model or DEFAULT_MODEL
+    min_side = SegFormerConfig.from_name(model).min_side
+    if cfg.pretrained:
+        from .checkpoint import source_config
+
+        # a missing file or an offline hub: one line, now
+        pretrained = source_config(cfg.pretrained)
+        variant = pretrained.variant_name()
+        if cfg.model is not None and variant is not None and variant != cfg.model:
+            raise ValueError(f"--model {cfg.model} but --pretrained {cfg.pretrained} is a "
+                             f"{variant}: drop --model, or pass --model {variant}")
+        model, min_side = variant or cfg.model or "custom", pretrained.min_side
+    if min(cfg.crop_size) < min_side:
+        raise ValueError(f"--crop-size {cfg.crop_size[0]} {cfg.crop_size[1]} is under the model's "
+                         f"smallest side, {min_side} px")
+    warmup = cfg.warmup_iters
+    if warmup >= cfg.max_iters:
+        warmup = cfg.max_iters // 10
+        say(f"--warmup-iters {cfg.warmup_iters} would not end before --max-iters {cfg.max_iters}: "
+            f"warming up for {warmup} (a tenth of the run; pass --warmup-iters under "
+            f"{cfg.max_iters} to choose)")
+    if cfg.out_dir is None:
+        own = cfg.dataset == "folder" and cfg.data_root
+        out_dir = str(Path("runs") / f"{Path(cfg.data_root).name if own else cfg.dataset}_{model}")
+    else:
+        out_dir = cfg.out_dir
+    return replace(cfg, model=model, out_dir=out_dir, warmup_iters=warmup), min_side
+
+
+def claim_run_folder(cfg: TrainConfig, run: Run) -> dict | None:
+    """The run-folder policy, on rank 0, before any data is read: a new or empty folder starts a
+    run; one that holds anything is refused, unless ``resume`` (continue from its latest.pt; a new
+    run if it has none) or ``overwrite`` (the old run's files are removed, other files kept). The
+    folder is then tried with a write. Returns latest.pt's state when resuming (on every rank), else
+    None. An overwritten run's files go only when training starts (``clear_old_run``):
+    a check that fails before keeps them."""
+    out, latest = run.out, run.out / "latest.pt"
+    if run.main:
+        blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise NotADirectoryError(f"--out-dir {out}: {blocker} is a file, not a folder; pass a "
+                                     "folder (it is created if missing)")
+        contents = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+        if cfg.resume and not latest.is_file():
+            if (out / "best.pt").exists():
+                raise FileNotFoundError(f"{out} has best.pt but no latest.pt to resume from: start "
+                                        "again with --overwrite, or pass another --out-dir")
+            run.say(f"nothing to resume in {out}: starting a new run")
+        elif contents and not cfg.resume and not cfg.overwrite:
+            if latest.is_file():
+                at = read_checkpoint(latest, peek=True)["iteration"]
+                what = f"holds a run (latest.pt at iteration {at} of {cfg.max_iters})"
+                advice = "continue it with --resume, start it again with --overwrite"
+            else:
+                listed = ", ".join(contents[:3]) + (", ..." if len(contents) > 3 else "")
+                what = f"is not empty ({listed})"
+                advice = "start a run among these files with --overwrite"
+            raise FileExistsError(f"--out-dir {out} {what}: {advice}, or pass another --out-dir")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write_test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise PermissionError(f"cannot write to --out-dir {out} ({error.strerror or error}): "
+                                  "pass a folder you can write to") from error
+    if run.world > 1:
+        dist.barrier()
+    if not (cfg.resume and latest.is_file()):
+        return None
+    state = read_checkpoint(latest)
+    if state["iteration"] > cfg.max_iters:
+        raise ValueError(f"{latest} is at iteration {state['iteration']}, past --max-iters "
+                         f"{cfg.max_iters}: pass a larger --max-iters to train further")
+    for name in ("model", "dataset"):
+        trained = state["config"].get(name)
+        if trained is not None and trained != getattr(cfg, name):
+            raise ValueError(f"--{name} {getattr(cfg, name)} but {latest} was trained with "
+                             f"--{name} {trained}: resume with --{name} {trained}, or start again "
+                             "with --overwrite or another --out-dir")
+    if ("ema" in state) != (cfg.ema_decay is not None):
+        kept = "kept" if "ema" in state else "did not keep"
+        raise ValueError(f"{latest} {kept} a moving average of the weights: resume with the same "
+                         "--ema-decay as the run started with")
+    return state
+
+
+def prepare_data(cfg: TrainConfig, run: Run, min_side: int, resumed: dict | None) -> Data:
+    """The splits, listed and then checked before the first step: every label read once
+    (or every frame decoded into memory, where it fits), every evaluated image against the model's
+    smallest side; a report of the class shares; the loss's class weights."""
+    test_set = datasets(cfg, "test")[0] if cfg.test else None  # first: a missing one fails first
     train_set, names = datasets(cfg, "train")
     val_set, _ = datasets(cfg, "val")
+    if resumed is not None and resumed.get("classes") and list(resumed["classes"]) != names:
+        raise ValueError(f"{run.out / 'latest.pt'} was trained on the classes "
+                         f"{', '.join(resumed['classes'])}, the dataset has {', '.join(names)}: "
+                         "resume on the same dataset, or start again with --overwrite")
     if cfg.val_images is not None:
         val_set = Subset(val_set, range(min(cfg.val_images, len(val_set))))
-    # every file checked before the first step: decoded into memory where it fits, else each label read once
-    folders = {"train": train_set, "val": val_set} | ({"test": test_set} if test_set is not None else {})
-    folders = {name: split.dataset if isinstance(split, Subset) else split for name, split in folders.items()}
+    if len(train_set) < run.world:
+        raise ValueError(f"{len(train_set)} training images cannot be split over {run.world} "
+                         "processes")
+    splits = {"train": train_set, "val": val_set, "test": test_set}
+    splits = {name: split for name, split in splits.items() if split is not None}
+    folders = {name: split.dataset if isinstance(split, Subset) else split
+               for name, split in splits.items()}
+    progress = run.main and cfg.progress
     counts = {}
-    if not (cfg.in_memory and preload_if_it_fits([train_set, val_set], progress=main and cfg.progress)):
-        counts = {name: folders[name].check_labels(progress=main and cfg.progress) for name in ("train", "val")}
+    if not (cfg.in_memory and preload_if_it_fits([train_set, val_set], progress=progress)):
+        counts = {name: folders[name].check_labels(progress=progress) for name in ("train", "val")}
     if test_set is not None:  # not kept in memory: read once after training
-        counts["test"] = folders["test"].check_labels(progress=main and cfg.progress)
-    if main:
+        counts["test"] = folders["test"].check_labels(progress=progress)
+    for split, dataset in (("val", val_set), ("test", test_set)):
+        if dataset is not None:
+            check_image_sizes(split, dataset, cfg.val_scale, min_side)
+    if run.main:
         from .data import data_report
 
         report, warnings = data_report(
-            {name: (len(folder), counts[name] if name in counts else folder.pixel_counts()) for name, folder in
-             folders.items()}, names)
+            {name: (len(folder), counts[name] if name in counts else folder.pixel_counts())
+             for name, folder in folders.items()}, names)
         print(report, flush=True)
         for warning in warnings:
             print(warning, file=sys.stderr, flush=True)
-    num_classes = len(names)
-    if len(train_set) < world:
-        raise ValueError(f"{len(train_set)} training images cannot be split over {world} processes")
     loss_kwargs = loss_options(cfg, folders["train"].pixels_per_image())
-    if main and loss_kwargs["weight"] is not None:
-        print(f"class weights ({cfg.class_weights}): " + ", ".join(
-            f"{name} {w:.2f}" for name, w in zip(names, loss_kwargs["weight"].tolist())), flush=True)
+    if loss_kwargs["weight"] is not None:
+        run.say(f"class weights ({cfg.class_weights}): " + ", ".join(
+            f"{name} {w:.2f}" for name, w in zip(names, loss_kwargs["weight"].tolist())))
+    return Data(train_set, val_set, test_set, names, loss_kwargs)
 
-    model = build_model(cfg, num_classes).to(device)
+
+def build(cfg: TrainConfig, data: Data, run: Run) -> Parts:
+    """The model (``build_model``), its moving average, the optimizer and schedule
+    (``build_optimizer``), the autocast dtype and the gradient scaler (fp16 only)."""
+    model = build_model(cfg, len(data.names)).to(run.device)
     ema = averaged_model(model, cfg.ema_decay)
-    optimizer, scheduler = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult, cfg.max_iters,
-                                           cfg.warmup_iters, cfg.warmup_ratio, cfg.power)
-    dtype = autocast_dtype(device, cfg.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    optimizer, scheduler = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult,
+                                           cfg.max_iters, cfg.warmup_iters, cfg.warmup_ratio,
+                                           cfg.power)
+    dtype = autocast_dtype(run.device, cfg.amp)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=dtype == torch.float16)
+    return Parts(model, ema, optimizer, scheduler, scaler, dtype)
 
-    start, best_miou, saved_at, seconds_before = 0, -1.0, None, 0.0
-    latest = out / "latest.pt"
-    if cfg.resume and latest.exists():
-        state = torch.load(latest, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.module.load_state_dict(state["ema"])
-            ema.n_averaged.fill_(state["ema_updates"])
-        start, best_miou, saved_at = state["iteration"], state["best_miou"], state["iteration"]
-        seconds_before = state["train_seconds"]
-        rng = state["rng"]
-        if len(rng) == world:
-            set_rng_state(rng[rank])
-        if main:
-            truncate_log(out / "train_log.jsonl", start)
-            truncate_log(out / "metrics.jsonl", start)
-            print(f"resumed from {latest.name} at iteration {start}")
 
-    train_model = model
-    if world > 1:
-        if device.type == "cuda":  # SyncBatchNorm runs on GPUs only; on CPU (gloo, tests) each rank keeps its BN
-            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        train_model = nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+def clear_old_run(run: Run) -> None:
+    """A new run's folder keeps no file of an earlier run
+    (``--overwrite``, or logs of one that never saved)."""
+    removed = [name for name in RUN_FILES if (run.out / name).exists()]
+    if run.main and removed:
+        for name in removed:
+            (run.out / name).unlink()
+        run.say(f"removed the earlier run's {', '.join(removed)} from {run.out}")
 
+
+def restore(cfg: TrainConfig, parts: Parts, state: dict | None, run: Run) -> Progress:
+    """A fresh start, or everything latest.pt holds: weights, optimizer, schedule, scaler, average,
+    RNG states; the logs cut back to its iteration (no line twice)."""
+    if state is None:
+        return Progress()
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    parts.scaler.load_state_dict(state["scaler"])
+    if parts.ema is not None:
+        parts.ema.module.load_state_dict(state["ema"])
+        parts.ema.n_averaged.fill_(state["ema_updates"])
+    if len(state["rng"]) == run.world:
+        set_rng_state(state["rng"][run.rank])
+    start = state["iteration"]
+    if run.main:
+        truncate_log(run.out / "train_log.jsonl", start)
+        truncate_log(run.out / "metrics.jsonl", start)
+    run.say(f"resumed from latest.pt at iteration {start}")
+    before = {k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()}
+    changed = [f"{k} {before[k]} -> {v}" for k, v in asdict(cfg).items()
+               if k in before and k not in RESTARTABLE and before[k] != v]
+    if changed:
+        run.say("resumed with changed settings: " + "; ".join(changed))
+    return Progress(iteration=start, best_miou=state["best_miou"],
+                    best_iteration=state.get("best_iteration"), saved_at=start,
+                    seconds_before=state["train_seconds"], logged=(0.0, start))
+
+
+def distributed(model: nn.Module, run: Run) -> nn.Module:
+    """The module the steps call: the model itself, or under torchrun its DistributedDataParallel
+    wrapper (with SyncBatchNorm on GPUs; on CPUs, gloo in the tests,
+    each rank keeps its BatchNorm)."""
+    if run.world == 1:
+        return model
+    if run.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+
+
+def training_batches(cfg: TrainConfig, data: Data, run: Run, start: int):
+    """Endless batches from iteration ``start`` on: the samples and augmentations the uninterrupted
+    run draws there (exactly with ``num_workers=0``)."""
     from .transforms import seed_worker
 
-    sampler = InfiniteSampler(len(train_set), rank, world, cfg.seed, start=start * cfg.batch_size)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", drop_last=True, worker_init_fn=seed_worker,
-                        persistent_workers=cfg.num_workers > 0,
-                        generator=torch.Generator().manual_seed(cfg.seed + rank + start))  # leaves global RNG alone
-    batches = iter(loader)
+    sampler = InfiniteSampler(len(data.train), run.rank, run.world, cfg.seed,
+                              start=start * cfg.batch_size)
+    generator = torch.Generator().manual_seed(cfg.seed + run.rank + start)  # global RNG untouched
+    loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler,
+                        num_workers=cfg.num_workers, pin_memory=run.device.type == "cuda",
+                        drop_last=True, worker_init_fn=seed_worker,
+                        persistent_workers=cfg.num_workers > 0, generator=generator)
+    return iter(loader)
 
-    def checkpoint(iteration: int) -> dict:
-        rng = [rng_state()]
-        if world > 1:
-            rng = [None] * world
-            dist.all_gather_object(rng, rng_state())
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
-                "best_miou": best_miou, "train_seconds": seconds_before + run_time, "rng": rng,
-                "config": asdict(cfg), "classes": names, "palette": palette_of(train_set, cfg.dataset)} | (
-                    {} if ema is None else {"ema": ema.module.state_dict(), "ema_updates": int(ema.n_averaged)})
 
-    def write_jsonl(name: str, record: dict) -> None:
-        with open(out / name, "a") as f:
-            f.write(json.dumps(record) + "\n")
+def train_step(parts: Parts, train_model: nn.Module, batches, loss_kwargs: dict, run: Run,
+               progress: Progress) -> tuple[float, float, float]:
+    """One optimizer step on the next batch, (B, 3, h, w) images and (B, h, w) labels; returns
+    (the loss averaged over ranks, the lr of the encoder, the decoder's). A NaN or inf loss stops
+    the run before its update reaches the weights."""
+    tic = time.perf_counter()
+    images, labels = next(batches)
+    images = images.to(run.device, non_blocking=True)  # (B, 3, h, w)
+    labels = labels.to(run.device, non_blocking=True)  # (B, h, w)
+    dtype = parts.dtype or torch.float32
+    with torch.autocast(run.device.type, dtype=dtype, enabled=parts.dtype is not None):
+        loss = segmentation_loss(train_model(images), labels, **loss_kwargs)
+    mean_loss = loss.detach().clone()
+    if run.world > 1:
+        dist.all_reduce(mean_loss)
+        mean_loss /= run.world
+    if not math.isfinite(mean_loss.item()):  # before backward: no bad update reaches the weights
+        latest = run.out / "latest.pt"
+        kept = "no checkpoint yet"
+        if progress.saved_at is not None:
+            kept = f"{latest} (iteration {progress.saved_at}) is kept"
+        raise NonFiniteLossError(f"loss is {mean_loss.item()} at iteration "
+                                 f"{progress.iteration + 1}: training stopped; {kept}. Try a lower "
+                                 "lr or --amp fp32, then --resume.")
+    parts.scaler.scale(loss).backward()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.optimizer.zero_grad(set_to_none=True)
+    if parts.ema is not None:
+        parts.ema.update_parameters(parts.model)
+    lr, head_lr = parts.scheduler.get_last_lr()[0], max(parts.scheduler.get_last_lr())
+    parts.scheduler.step()
+    progress.iteration += 1
+    progress.losses.append(mean_loss.item())
+    progress.run_time += time.perf_counter() - tic
+    return mean_loss.item(), lr, head_lr
+
+
+def log_step(cfg: TrainConfig, run: Run, progress: Progress, lr: float, head_lr: float,
+             bar) -> None:
+    """Every ``log_interval`` iterations: loss, lr and training images/s (since the last line) to
+    the bar and train_log.jsonl."""
+    iteration = progress.iteration
+    if iteration % cfg.log_interval and iteration != cfg.max_iters:
+        return
+    logged_time, logged_iteration = progress.logged
+    images = (iteration - logged_iteration) * cfg.batch_size * run.world
+    speed = images / (progress.run_time - logged_time)
+    progress.logged = (progress.run_time, iteration)
+    loss = progress.losses[-1]
+    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+    if run.main:
+        with open(run.out / "train_log.jsonl", "a") as f:
+            f.write(json.dumps({"iter": iteration, "loss": loss, "lr": lr, "head_lr": head_lr,
+                                "images_per_s": speed}) + "\n")
+
+
+@contextmanager
+def saying_what_is_kept(run: Run, progress: Progress):
+    """An error after the first step says which latest.pt it left
+    (a note that ``errors.one_line`` shows)."""
+    start = progress.iteration
+    try:
+        yield
+    except BaseException as error:
+        said = isinstance(error, NonFiniteLossError)  # its message says it already
+        if progress.iteration > start and not said and hasattr(error, "add_note"):  # Python 3.11+
+            kept = "no checkpoint was saved yet"
+            if progress.saved_at is not None:
+                kept = (f"{run.out / 'latest.pt'} (iteration {progress.saved_at}) is kept: "
+                        "continue with --resume")
+            error.add_note(kept)
+        raise
+
+
+def checkpoint(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progress) -> dict:
+    """What latest.pt and best.pt hold; every rank's RNG state (a collective call under DDP)."""
+    rng = [rng_state()]
+    if run.world > 1:
+        rng = [None] * run.world
+        dist.all_gather_object(rng, rng_state())
+    ema = {} if parts.ema is None else {"ema": parts.ema.module.state_dict(),
+                                        "ema_updates": int(parts.ema.n_averaged)}
+    return {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(),
+            "iteration": progress.iteration, "best_miou": progress.best_miou,
+            "best_iteration": progress.best_iteration,
+            "train_seconds": progress.seconds_before + progress.run_time, "rng": rng,
+            "config": asdict(cfg), "classes": data.names,
+            "palette": palette_of(data.train, cfg.dataset)} | ema
+
+
+def save_latest(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progress) -> None:
+    state = checkpoint(cfg, parts, data, run, progress)
+    if run.main:
+        save_atomic(state, run.out / "latest.pt")
+    progress.saved_at = progress.iteration
+
+
+def validate_and_save(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progress,
+                      write) -> None:
+    """Validate (every rank evaluates the same weights), log the metrics, save latest.pt, and
+    best.pt when the mIoU improved."""
+    broadcast_bn_buffers(parts.model, run.world)
+    metrics = evaluate(parts.evaluated, data.val, len(data.names), run.device, parts.dtype,
+                       run.rank, run.world, data.names)
+    improved = metrics["miou"] > progress.best_miou
+    if improved:
+        progress.best_miou, progress.best_iteration = metrics["miou"], progress.iteration
+    progress.metrics = metrics
+    state = checkpoint(cfg, parts, data, run, progress)
+    if run.main:
+        with open(run.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"iter": progress.iteration} | metrics) + "\n")
+        write(f"iter {progress.iteration}: mIoU {100 * metrics['miou']:.2f} %, pixel acc "
+              f"{100 * metrics['acc']:.2f} %")
+        save_atomic(state, run.out / "latest.pt")
+        if improved:
+            save_atomic(state, run.out / "best.pt")
+    progress.saved_at = progress.iteration
+
+
+def finish(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progress, start: int,
+           status: str, signum: int | None) -> dict:
+    """The summary; at the end of the run also summary.json, curves.png, predictions.png and, with
+    ``test``, best.pt's test metrics."""
+    world = run.world
+    summary = {"status": status, "iteration": progress.iteration, "best_miou": progress.best_miou,
+               "best_iteration": progress.best_iteration,
+               # over all resumed calls
+               "train_seconds": progress.seconds_before + progress.run_time,
+               "images_per_s": (progress.iteration - start) * cfg.batch_size * world
+               / max(progress.run_time, 1e-9),  # this call
+               "device": torch.cuda.get_device_name(run.device) if run.device.type == "cuda"
+               else "cpu",
+               "world_size": world, "out_dir": str(run.out), "signal": signum}
+    test_metrics = None
+    if run.main and progress.iteration == cfg.max_iters:
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        plot_curves(run.out)
+        save_prediction_grid(parts.evaluated, data.val, cfg.dataset, run.out / "predictions.png")
+        if cfg.test:
+            best = torch.load(run.out / "best.pt", map_location=run.device, weights_only=True)
+            parts.model.load_state_dict(evaluated_weights(best))
+            tested = evaluate(parts.model, data.test, len(data.names), run.device, parts.dtype,
+                              names=data.names)
+            test_metrics = {"iter": best["iteration"]} | tested
+            (run.out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
+    if world > 1:
+        dist.barrier()
+    return summary | {"losses": progress.losses, "metrics": progress.metrics,
+                      "test_metrics": test_metrics, "model": parts.model}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) the training ``cfg`` describes; returns a summary
+    (status, losses of this call, metrics, timing, ``model``).
+
+    Every check comes before the first step; once steps run, latest.pt is saved at each validation
+    and after ``save_minutes`` without a save, and whatever stops the run leaves the last
+    one intact and says where.
+    """
+    rank, world, device = setup_distributed()
+    cfg, min_side = check_config(cfg, device, say=print if rank == 0 else lambda line: None)
+    run = Run(rank, world, device, Path(cfg.out_dir))
+    resumed = claim_run_folder(cfg, run)  # a new run, latest.pt to resume, or a refusal
+    if resumed is not None and resumed["iteration"] == cfg.max_iters:
+        run.say(f"{run.out} finished already, at iteration {cfg.max_iters}: nothing to train (pass "
+                "a larger --max-iters to train further)")
+        return {"status": "already finished", "iteration": cfg.max_iters,
+                "best_miou": resumed["best_miou"], "best_iteration": resumed.get("best_iteration"),
+                "out_dir": str(run.out), "signal": None, "losses": [], "metrics": None,
+                "test_metrics": None, "model": None}
+    random.seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    # the same initial weights on every rank; DDP also broadcasts rank 0's
+    torch.manual_seed(cfg.seed)
+
+    data = prepare_data(cfg, run, min_side, resumed)  # every file checked before the first step
+    parts = build(cfg, data, run)  # model, average, optimizer, schedule, autocast, scaler
+    progress = restore(cfg, parts, resumed, run)  # from latest.pt, or a fresh start
+    if resumed is None:
+        clear_old_run(run)
+    start = progress.iteration
+    train_model, batches = distributed(parts.model, run), training_batches(cfg, data, run, start)
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.max_iters, initial=start, disable=not (main and cfg.progress), dynamic_ncols=True)
-    losses, metrics, status = [], None, "finished"
-    run_time, logged_time, logged_iteration = 0.0, 0.0, start  # seconds in training steps, not validation
-    iteration = start
+    bar = tqdm(total=cfg.max_iters, initial=start, disable=not (run.main and cfg.progress),
+               dynamic_ncols=True)
+    status, last_save = "finished", time.monotonic()
     train_model.train()
-    with StopRequest() as stop:
-        while iteration < cfg.max_iters:
-            if any_rank(stop.requested or iteration == cfg.stop_at, device, world):
+    with StopRequest(announce=run.main) as stop, saying_what_is_kept(run, progress):
+        while progress.iteration < cfg.max_iters:
+            # every rank stops (and saves) together: one decision for all
+            save_due = run.main and time.monotonic() - last_save >= 60 * cfg.save_minutes
+            stop_due = stop.requested or progress.iteration == cfg.stop_at
+            stop_now, save_now = any_rank([stop_due, save_due], run.device, run.world)
+            if save_now and progress.saved_at != progress.iteration:
+                save_latest(cfg, parts, data, run, progress)
+                last_save = time.monotonic()
+            if stop_now:
                 status = "interrupted" if stop.requested else "stopped"
                 break
-            tic = time.perf_counter()
-            images, labels = next(batches)  # (B, 3, h, w), (B, h, w)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = segmentation_loss(train_model(images), labels, **loss_kwargs)
-            mean_loss = loss.detach().clone()
-            if world > 1:
-                dist.all_reduce(mean_loss)
-                mean_loss /= world
-            if not math.isfinite(mean_loss.item()):  # before backward: no bad update reaches the weights
-                kept = f"{latest} (iteration {saved_at}) is kept" if saved_at is not None else "no checkpoint yet"
-                raise NonFiniteLossError(
-                    f"loss is {mean_loss.item()} at iteration {iteration + 1}: training stopped; {kept}. "
-                    f"Try a lower lr or --amp fp32, then --resume.")
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update_parameters(model)
-            lr, head_lr = scheduler.get_last_lr()[0], max(scheduler.get_last_lr())
-            scheduler.step()
-            iteration += 1
-            losses.append(mean_loss.item())
-            run_time += time.perf_counter() - tic
+            _, lr, head_lr = train_step(parts, train_model, batches, data.loss_kwargs, run,
+                                        progress)
             bar.update()
-
-            if iteration % cfg.log_interval == 0 or iteration == cfg.max_iters:
-                speed = (iteration - logged_iteration) * cfg.batch_size * world / (run_time - logged_time)
-                logged_time, logged_iteration = run_time, iteration
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
-                if main:
-                    write_jsonl("train_log.jsonl", {"iter": iteration, "loss": losses[-1], "lr": lr,
-                                                    "head_lr": head_lr, "images_per_s": speed})
-            if iteration % cfg.val_interval == 0 or iteration == cfg.max_iters:
-                broadcast_bn_buffers(model, world)
-                metrics = evaluate(model if ema is None else ema.module, val_set, num_classes, device, dtype,
-                                   rank, world, names)
+            log_step(cfg, run, progress, lr, head_lr, bar)
+            if progress.iteration % cfg.val_interval == 0 or progress.iteration == cfg.max_iters:
+                validate_and_save(cfg, parts, data, run, progress, bar.write)
                 train_model.train()
-                improved = metrics["miou"] > best_miou
-                best_miou = max(best_miou, metrics["miou"])
-                state = checkpoint(iteration)
-                if main:
-                    write_jsonl("metrics.jsonl", {"iter": iteration} | metrics)
-                    bar.write(f"iter {iteration}: mIoU {metrics['miou']:.4f}, pixel acc {metrics['acc']:.4f}")
-                    save_atomic(state, latest)
-                    if improved:
-                        save_atomic(state, out / "best.pt")
-                saved_at = iteration
-        if saved_at != iteration:
-            state = checkpoint(iteration)
-            if main:
-                save_atomic(state, latest)
-            saved_at = iteration
+                last_save = time.monotonic()
+        if progress.saved_at != progress.iteration:
+            save_latest(cfg, parts, data, run, progress)
     bar.close()
-
-    summary = {"status": status, "iteration": iteration, "best_miou": best_miou,
-               "train_seconds": seconds_before + run_time,  # over all resumed calls
-               "images_per_s": (iteration - start) * cfg.batch_size * world / max(run_time, 1e-9),  # this call
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "world_size": world}
-    test_metrics = None
-    if main and iteration == cfg.max_iters:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        plot_curves(out)
-        save_prediction_grid(model if ema is None else ema.module, val_set, cfg.dataset, out / "predictions.png")
-        if cfg.test:
-            best = torch.load(out / "best.pt", map_location=device, weights_only=True)
-            model.load_state_dict(evaluated_weights(best))
-            test_metrics = {"iter": best["iteration"]} | evaluate(model, test_set, num_classes, device, dtype,
-                                                                  names=names)
-            (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
-    if world > 1:
-        dist.barrier()
-    return summary | {"losses": losses, "metrics": metrics, "test_metrics": test_metrics, "model": model}
+    return finish(cfg, parts, data, run, progress, start, status, stop.signum)
 
 
-# ----------------------------------------------------------------------------- figures a reader opens
+# --------------------------------------------------------------------------- figures a reader opens
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines()] if Path(path).exists() else []
+    if not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def plot_curves(out_dir: str | Path):
-    """Training loss and validation mIoU against iterations, from the run's logs; saved as curves.png."""
+    """Training loss and validation mIoU against iterations, from the run's
+    logs; saved as curves.png."""
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
@@ -580,7 +1057,8 @@ def plot_curves(out_dir: str | Path):
 
 
 def palette_of(dataset, dataset_name: str) -> list[tuple[int, int, int]]:
-    """The colour of each class: a folder dataset's own (classes.json, else VOC colours), CamVid's, ADE20K's."""
+    """The colour of each class: a folder dataset's own (classes.json, else VOC colours), CamVid's,
+    ADE20K's."""
     from . import palette as palettes
 
     folder = dataset.dataset if isinstance(dataset, Subset) else dataset
@@ -590,7 +1068,8 @@ def palette_of(dataset, dataset_name: str) -> list[tuple[int, int, int]]:
 
 
 def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Path, count: int = 3):
-    """Rows of image | ground truth | prediction for the first ``count`` images, in the dataset's palette."""
+    """Rows of image | ground truth | prediction for the first ``count`` images,
+    in the dataset's palette."""
     import matplotlib.pyplot as plt
 
     from . import palette as palettes
@@ -602,8 +1081,10 @@ def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Pat
     for row, index in enumerate(range(min(count, len(dataset)))):
         image, label = dataset[index]
         prediction = model.predict(image[None].to(device))[0].cpu()  # (h, w)
-        prediction = F.interpolate(prediction[None, None].float(), size=label.shape[-2:], mode="nearest")[0, 0]
-        panels = (denormalize(image), palettes.colorize(label, colours), palettes.colorize(prediction.long(), colours))
+        prediction = F.interpolate(prediction[None, None].float(), size=label.shape[-2:],
+                                   mode="nearest")[0, 0]
+        panels = (denormalize(image), palettes.colorize(label, colours),
+                  palettes.colorize(prediction.long(), colours))
         for ax, panel, title in zip(axes[row], panels, ("image", "ground truth", "prediction")):
             ax.imshow(panel)
             ax.set_title(title)
@@ -617,47 +1098,95 @@ def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Pat
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """A flag per TrainConfig field (``--max-iters``, ``--crop-size H W``, ``--resume``/``--no-resume``...)."""
-    parser = argparse.ArgumentParser(prog="python -m segformer_edu.train", description=__doc__.split("\n")[0])
+    """A flag per TrainConfig field (``--max-iters``, ``--crop-size H W``,
+    ``--resume``/``--no-resume``...), its default in ``--help``."""
+    parser = errors.ArgumentParser(prog="python -m segformer_edu.train",
+                                   description=__doc__.split("\n")[0])
     for f in fields(TrainConfig):
         flag, kind = "--" + f.name.replace("_", "-"), f.type
-        options = [a for a in get_args(kind) if a is not type(None)] if get_origin(kind) is UnionType else [kind]
+        optional = get_origin(kind) is UnionType  # X | None
+        options = [a for a in get_args(kind) if a is not type(None)] if optional else [kind]
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
         elif get_origin(options[0]) is tuple:
             parts = get_args(options[0])
-            count = "+" if parts[-1] is Ellipsis else len(parts)  # tuple[str, ...]: one or more values
-            parser.add_argument(flag, nargs=count, type=parts[0], default=f.default, help=f.metadata["help"])
+            # tuple[str, ...]: one or more values
+            count = "+" if parts[-1] is Ellipsis else len(parts)
+            parser.add_argument(flag, nargs=count, type=parts[0], default=f.default,
+                                help=f.metadata["help"])
         else:
             parser.add_argument(flag, type=options[0], default=f.default, help=f.metadata["help"])
     values = vars(parser.parse_args(argv))
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f} %"
+
+
 def per_class_iou(metrics: dict, split: str) -> str:
-    """One line: mIoU and each class's IoU under its name (n/a: the class is in neither labels nor predictions)."""
+    """One line: mIoU and each class's IoU under its name (n/a: the class is in neither labels nor
+    predictions)."""
     names = metrics.get("classes") or [f"class_{k}" for k in range(len(metrics["iou"]))]
     scores = ", ".join(f"{name} {'n/a' if math.isnan(iou) else f'{100 * iou:.1f}'}"
                        for name, iou in zip(names, metrics["iou"]))
-    return f"{split} mIoU {100 * metrics['miou']:.2f}%; IoU per class (%): {scores}"
+    return f"{split} mIoU {percent(metrics['miou'])}; IoU per class (%): {scores}"
+
+
+def resume_command(argv: list[str], world: int) -> str:
+    """The command that continues this run: the same flags, with --resume instead of --overwrite."""
+    dropped = ("--overwrite", "--resume", "--no-resume", "--no-overwrite")
+    flags = [a for a in argv if a not in dropped]
+    program = "python -m segformer_edu.train" if world == 1 else \
+        f"torchrun --nproc_per_node={world} -m segformer_edu.train"
+    return f"{program} {shlex.join(flags + ['--resume'])}"
+
+
+def summary_line(result: dict, argv: list[str]) -> str:
+    """The run's last line: where its result is and what to do next."""
+    out, iteration = result["out_dir"], f"{result['iteration']:,}"
+    best = result.get("best_iteration")
+    best = (f"best.pt: val mIoU {percent(result['best_miou'])} at iteration {best:,}, in {out}"
+            if best is not None else f"no validation yet, nothing in {out}/best.pt")
+    if result["status"] in ("finished", "already finished"):
+        done = "finished" if result["status"] == "finished" else "finished already"
+        return (f"{done} at iteration {iteration}; {best}; next: python -m segformer_edu.predict "
+                f"--model {shlex.quote(out)} --images IMAGES --out PREDICTIONS")
+    if result["status"] == "stopped":
+        why = "stopped, as --stop-at asked,"
+    else:
+        signum = result["signal"]
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        why = f"interrupted ({name})"
+    return (f"{why} at iteration {iteration}: latest.pt saved in {out} ({best}); continue with: "
+            f"{resume_command(argv, result['world_size'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     cfg = parse_args(argv)
+    main_rank = int(os.environ.get("RANK", 0)) == 0
     try:
         result = train(cfg)
-    except (FileNotFoundError, NonFiniteLossError, ValueError) as error:  # a message, not a traceback
+    except KeyboardInterrupt as error:
+        notes = "; ".join(getattr(error, "__notes__", [])) or "nothing was trained or saved"
+        if main_rank:
+            print(f"interrupted: {notes}", file=sys.stderr)
+        return errors.INTERRUPTED
+    except (ImportError, OSError, ValueError, NonFiniteLossError) as error:  # a line, no traceback
         return errors.report(error)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if int(os.environ.get("RANK", 0)) == 0:
+    if main_rank:
         for split, metrics in (("val", result["metrics"]), ("test", result["test_metrics"])):
             if metrics:
                 print(per_class_iou(metrics, split))
-        summary = {k: v for k, v in result.items() if k not in ("losses", "model", "metrics", "test_metrics")}
-        print(json.dumps(summary | {"miou": (result["metrics"] or {}).get("miou")}))
-    return 0
+        print(summary_line(result | {"world_size": result.get("world_size", 1)}, argv))
+    if result["status"] == "interrupted":
+        return errors.interrupted_status(result["signal"])
+    return errors.DONE
 
 
 if __name__ == "__main__":

@@ -148,9 +148,9 @@ def test_atomic_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cfg, monkeypatch):
     calls = []
 
-    def loss_turning_nan(logits, labels):
+    def loss_turning_nan(logits, labels, **options):
         calls.append(1)
-        loss = segmentation_loss(logits, labels)
+        loss = segmentation_loss(logits, labels, **options)
         return loss * float("nan") if len(calls) == 5 else loss
 
     monkeypatch.setattr(trainer, "segmentation_loss", loss_turning_nan)
@@ -164,11 +164,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cfg, monkeypatch):
 def test_sigterm_saves_latest_and_stops(cfg, monkeypatch):
     calls = []
 
-    def loss_with_a_kill(logits, labels):
+    def loss_with_a_kill(logits, labels, **options):
         calls.append(1)
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step: the step finishes, then the run stops
-        return segmentation_loss(logits, labels)
+        return segmentation_loss(logits, labels, **options)
 
     monkeypatch.setattr(trainer, "segmentation_loss", loss_with_a_kill)
     result = trainer.train(replace(cfg, val_interval=100))
@@ -188,7 +188,8 @@ def test_a_bad_label_stops_the_run_before_its_first_step(cfg, tiny_dataset, tmp_
     label[0, 0] = 99
     Image.fromarray(label).save(path)
     steps = []
-    monkeypatch.setattr(trainer, "segmentation_loss", lambda *a: steps.append(1) or segmentation_loss(*a))
+    monkeypatch.setattr(trainer, "segmentation_loss",
+                        lambda *a, **kw: steps.append(1) or segmentation_loss(*a, **kw))
     with pytest.raises(ValueError, match=r"train_005\.png holds values \[99\]"):
         trainer.train(replace(cfg, max_iters=6, resume=True, in_memory=in_memory))
     assert steps == [] and latest.read_bytes() == before  # nothing trained on it, the checkpoint untouched
@@ -229,7 +230,8 @@ def test_ddp_on_two_cpu_processes_only_rank0_writes(cfg):
     done = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segformer_edu.train",
                    "--data-root", cfg.data_root, "--out-dir", str(out), "--crop-size", "64", "64",
                    "--scale", "128", "64", "--batch-size", "1", "--max-iters", "3", "--val-interval", "3",
-                   "--val-images", "2", "--log-interval", "1", "--num-workers", "0", "--no-progress")
+                   "--val-images", "2", "--log-interval", "1", "--num-workers", "0", "--amp", "fp32",
+                   "--no-progress")  # fp32: the check below evaluates in fp32 (a CPU with AMX picks bf16)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "latest.pt", "metrics.jsonl",
                                                      "predictions.png", "summary.json", "train_log.jsonl"]
