@@ -48,8 +48,11 @@ class EfficientSelfAttention(nn.Module):
         head_dim = dim // self.num_heads
         q = self.q(x).view(batch, length, self.num_heads, head_dim).transpose(1, 2)  # (B, h, N, d)
         kv = self.kv(self.reduce(x, height, width))  # (B, N/R, 2C)
-        k, v = kv.view(batch, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)  # 2 x (B, h, N/R, d)
-        # softmax(q k^T / sqrt(d)) v, Eq. 1, without materialising the (N, N/R) matrix when a fused kernel exists
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        # 2 x (B, h, N/R, d)
+        k, v = kv.view(batch, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        # softmax(q k^T / sqrt(d)) v, Eq. 1, without materialising the (N, N/R) matrix
+        # when a fused kernel exists
+        dropout = self.attn_drop if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         out = out.transpose(1, 2).reshape(batch, length, dim)  # (B, N, C)
         return self.proj_drop(self.proj(out))

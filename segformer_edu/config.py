@@ -50,10 +50,12 @@ class SegFormerConfig:
     block_norm_eps: float = 1e-6
 
     def __post_init__(self):
-        per_stage = ("embed_dims", "depths", "num_heads", "sr_ratios", "mlp_ratios", "patch_sizes", "strides")
+        per_stage = ("embed_dims", "depths", "num_heads", "sr_ratios", "mlp_ratios", "patch_sizes",
+                     "strides")
         lengths = {name: len(getattr(self, name)) for name in per_stage}
         if len(set(lengths.values())) != 1:
-            raise ValueError(f"per-stage settings must all have one entry per stage, got lengths {lengths}")
+            raise ValueError(f"per-stage settings must all have one entry per stage, got lengths "
+                             f"{lengths}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
 
@@ -63,20 +65,26 @@ class SegFormerConfig:
 
     @classmethod
     def from_name(cls, name: str, num_classes: int = 150, **overrides) -> "SegFormerConfig":
-        """The official settings of ``name`` (``"b0"`` ... ``"b5"``), with optional field overrides."""
+        """The official settings of ``name`` (``"b0"`` ... ``"b5"``),
+        with optional field overrides."""
         key = name.lower().removeprefix("mit-").removeprefix("mit_").removeprefix("segformer-")
         if key not in VARIANTS:
-            raise ValueError(f"unknown SegFormer variant {name!r}; expected one of {sorted(VARIANTS)}")
+            raise ValueError(f"unknown SegFormer variant {name!r}; expected one of "
+                             f"{sorted(VARIANTS)}")
         embed_dims, depths, decoder_dim = VARIANTS[key]
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown config field(s) {sorted(unknown)}; valid ones: {[f.name for f in fields(cls)]}")
-        base = cls(num_classes=num_classes, embed_dims=embed_dims, depths=depths, decoder_dim=decoder_dim)
-        return replace(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+            raise ValueError(f"unknown config field(s) {sorted(unknown)}; valid ones: "
+                             f"{[f.name for f in fields(cls)]}")
+        base = cls(num_classes=num_classes, embed_dims=embed_dims, depths=depths,
+                   decoder_dim=decoder_dim)
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        return replace(base, **overrides)
 
     def stage_sides(self, side: int) -> list[int]:
-        """The side of each stage's map for an input side: each patch embedding is a conv with padding
-        ``patch_size // 2``, so stage 1 is ceil(side / 4) and every later stage halves it, rounding up."""
+        """The side of each stage's map for an input side: each patch embedding is a conv with
+        padding ``patch_size // 2``, so stage 1 is ceil(side / 4) and every later stage
+        halves it, rounding up."""
         sides = []
         for kernel, stride in zip(self.patch_sizes, self.strides):
             side = (side + 2 * (kernel // 2) - kernel) // stride + 1
@@ -85,8 +93,9 @@ class SegFormerConfig:
 
     @property
     def min_side(self) -> int:
-        """The smallest input side every stage's spatial reduction accepts: a stage of side s with reduction
-        ``sr`` needs s >= sr. B0-B5: 29 px, because stage 1 at ceil(29 / 4) = 8 is just enough for sr = 8."""
+        """The smallest input side every stage's spatial reduction accepts: a stage of side s with
+        reduction ``sr`` needs s >= sr. B0-B5: 29 px, because stage 1 at ceil(29 / 4) = 8 is
+        just enough for sr = 8."""
         side = 1
         while any(s < sr for s, sr in zip(self.stage_sides(side), self.sr_ratios)):
             side += 1

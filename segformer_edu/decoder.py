@@ -21,8 +21,8 @@ class AllMLPDecoder(nn.Module):
     def __init__(self, in_dims: tuple[int, ...], dim: int, num_classes: int, dropout: float = 0.1):
         super().__init__()
         self.linear_c = nn.ModuleList(nn.Linear(c, dim) for c in in_dims)
-        self.fuse = nn.Sequential(nn.Conv2d(len(in_dims) * dim, dim, 1, bias=False), nn.BatchNorm2d(dim),
-                                  nn.ReLU(inplace=True))
+        self.fuse = nn.Sequential(nn.Conv2d(len(in_dims) * dim, dim, 1, bias=False),
+                                  nn.BatchNorm2d(dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(dim, num_classes, 1)
 
@@ -32,7 +32,9 @@ class AllMLPDecoder(nn.Module):
         for feature, linear in zip(features, self.linear_c):
             x = to_map(linear(to_tokens(feature)), *feature.shape[2:])  # step 1: (B, C, H_i, W_i)
             if x.shape[2:] != size:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # step 2: (B, C, H_1, W_1)
+                # step 2: (B, C, H_1, W_1)
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             unified.append(x)
-        x = self.fuse(torch.cat(unified[::-1], dim=1))  # step 3: (B, 4C, H_1, W_1) -> (B, C, H_1, W_1)
+        # step 3: (B, 4C, H_1, W_1) -> (B, C, H_1, W_1)
+        x = self.fuse(torch.cat(unified[::-1], dim=1))
         return self.classifier(self.dropout(x))  # step 4: (B, num_classes, H_1, W_1)

@@ -22,25 +22,32 @@ def check_images(images: Tensor, config: SegFormerConfig) -> None:
 
 
 def check_image_shape(images: Tensor, in_channels: int, min_side: int) -> None:
-    """``check_images`` for a model known by its input only (an exported file: ``export.OnnxRuntimeModel``)."""
+    """``check_images`` for a model known by its input only
+    (an exported file: ``export.OnnxRuntimeModel``)."""
     if not isinstance(images, Tensor):
-        raise ValueError(f"expected images as a torch.Tensor of shape (B, {in_channels}, H, W), got {type(images).__name__}")
+        raise ValueError(f"expected images as a torch.Tensor of shape (B, {in_channels}, H, W), "
+                         f"got {type(images).__name__}")
     if images.dim() != 4:
         hint = " (add a batch dimension with images.unsqueeze(0))" if images.dim() == 3 else ""
-        raise ValueError(f"expected images of shape (B, {in_channels}, H, W), got {images.dim()}-D shape {tuple(images.shape)}{hint}")
+        raise ValueError(f"expected images of shape (B, {in_channels}, H, W), got {images.dim()}-D "
+                         f"shape {tuple(images.shape)}{hint}")
     if images.shape[1] != in_channels:
-        hint = " (channels-last input? use images.permute(0, 3, 1, 2))" if images.shape[-1] == in_channels else ""
-        raise ValueError(f"expected {in_channels} channels in dim 1, got shape {tuple(images.shape)}{hint}")
+        channels_last = images.shape[-1] == in_channels
+        hint = " (channels-last input? use images.permute(0, 3, 1, 2))" if channels_last else ""
+        raise ValueError(f"expected {in_channels} channels in dim 1, got shape "
+                         f"{tuple(images.shape)}{hint}")
     if min(images.shape[2:]) < min_side:
-        raise ValueError(f"images must be at least {min_side}x{min_side} pixels (the smallest side every stage's "
-                         f"spatial reduction accepts), got {images.shape[2]}x{images.shape[3]}; resize or pad them")
+        raise ValueError(f"images must be at least {min_side}x{min_side} pixels (the smallest side "
+                         f"every stage's spatial reduction accepts), got "
+                         f"{images.shape[2]}x{images.shape[3]}; resize or pad them")
     if not images.is_floating_point():
-        raise ValueError(f"expected floating-point images, got dtype {images.dtype}; convert with images.float() / 255 "
-                         "and normalise with the ImageNet mean and std")
+        raise ValueError(f"expected floating-point images, got dtype {images.dtype}; convert with "
+                         "images.float() / 255 and normalise with the ImageNet mean and std")
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: in training, drop a sample's whole residual branch with probability ``p``."""
+    """Stochastic depth: in training, drop a sample's whole residual branch
+    with probability ``p``."""
 
     def __init__(self, p: float = 0.0):
         super().__init__()
@@ -64,8 +71,8 @@ class Block(nn.Module):
                  config: SegFormerConfig):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=config.block_norm_eps)
-        self.attn = EfficientSelfAttention(dim, num_heads, sr_ratio, config.qkv_bias, config.attn_drop,
-                                           config.drop, norm_eps=config.norm_eps)
+        self.attn = EfficientSelfAttention(dim, num_heads, sr_ratio, config.qkv_bias,
+                                           config.attn_drop, config.drop, norm_eps=config.norm_eps)
         self.norm2 = nn.LayerNorm(dim, eps=config.block_norm_eps)
         self.ffn = MixFFN(dim, dim * mlp_ratio, config.drop)
         self.drop_path = DropPath(drop_path)
@@ -76,15 +83,18 @@ class Block(nn.Module):
 
 
 class Stage(nn.Module):
-    """Patch merging, ``depth`` blocks and a LayerNorm: map (B, C_in, H, W) -> map (B, C, H / S, W / S)."""
+    """Patch merging, ``depth`` blocks and a LayerNorm:
+    map (B, C_in, H, W) -> map (B, C, H / S, W / S)."""
 
-    def __init__(self, index: int, in_channels: int, drop_paths: list[float], config: SegFormerConfig):
+    def __init__(self, index: int, in_channels: int, drop_paths: list[float],
+                 config: SegFormerConfig):
         super().__init__()
         dim = config.embed_dims[index]
-        self.patch_embed = OverlapPatchEmbed(in_channels, dim, config.patch_sizes[index], config.strides[index],
-                                             norm_eps=config.norm_eps)
+        self.patch_embed = OverlapPatchEmbed(in_channels, dim, config.patch_sizes[index],
+                                             config.strides[index], norm_eps=config.norm_eps)
         self.blocks = nn.ModuleList(
-            Block(dim, config.num_heads[index], config.mlp_ratios[index], config.sr_ratios[index], p, config)
+            Block(dim, config.num_heads[index], config.mlp_ratios[index], config.sr_ratios[index],
+                  p, config)
             for p in drop_paths
         )
         self.norm = nn.LayerNorm(dim, eps=config.block_norm_eps)
@@ -116,4 +126,5 @@ class MixTransformer(nn.Module):
         for stage in self.stages:
             x = stage(x)
             features.append(x)
-        return features  # [(B, C1, H/4, W/4), (B, C2, H/8, W/8), (B, C3, H/16, W/16), (B, C4, H/32, W/32)]
+        # [(B, C1, H/4, W/4), (B, C2, H/8, W/8), (B, C3, H/16, W/16), (B, C4, H/32, W/32)]
+        return features

@@ -1,4 +1,5 @@
-"""Gradient-based effective receptive fields (Luo et al., NeurIPS 2016; paper Fig. 3; book chapter 7).
+"""Gradient-based effective receptive fields
+(Luo et al., NeurIPS 2016; paper Fig. 3; book chapter 7).
 
 The theoretical receptive field of a unit is every input pixel that *can* change it. The
 effective receptive field (ERF) is how much each pixel *does* change it: backpropagate a
@@ -26,16 +27,19 @@ def effective_receptive_field(feature_fn, images: Tensor, direction: Tensor | No
     centre = features[:, :, features.shape[2] // 2, features.shape[3] // 2]  # (B, C)
     if direction is None:
         direction = torch.ones(centre.shape[1], dtype=centre.dtype, device=centre.device)
-    # images are independent in eval mode, so one backward of the batch sum gives every image's gradient
+    # images are independent in eval mode, so one backward of the batch sum
+    # gives every image's gradient
     (gradient,) = torch.autograd.grad((centre @ direction).sum(), images)  # (B, 3, H, W)
-    erf = gradient.abs().sum(dim=1).mean(dim=0)  # (H, W): |grad| over colour channels, mean over images
+    # (H, W): |grad| over colour channels, mean over images
+    erf = gradient.abs().sum(dim=1).mean(dim=0)
     if not normalise:
         return erf
     return erf / erf.sum().clamp_min(torch.finfo(erf.dtype).tiny)
 
 
 def mass_radius(erf: Tensor, fraction: float, centre: tuple[float, float] | None = None) -> float:
-    """Smallest Euclidean radius (in input pixels) around ``centre`` holding ``fraction`` of the ERF's mass.
+    """Smallest Euclidean radius (in input pixels) around ``centre`` holding
+    ``fraction`` of the ERF's mass.
 
     ``centre`` defaults to the ERF's centre of mass.
     """
@@ -48,5 +52,6 @@ def mass_radius(erf: Tensor, fraction: float, centre: tuple[float, float] | None
     distance = ((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2).sqrt().flatten()
     order = distance.argsort()
     inside = mass.flatten()[order].cumsum(0)  # mass within the k nearest pixels
-    first = int(torch.searchsorted(inside, torch.tensor(fraction, dtype=inside.dtype, device=inside.device)))
+    target = torch.tensor(fraction, dtype=inside.dtype, device=inside.device)
+    first = int(torch.searchsorted(inside, target))
     return distance[order][min(first, distance.numel() - 1)].item()

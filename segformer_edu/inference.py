@@ -1,11 +1,11 @@
-"""Test-time protocols of the paper's tables (book chapters 8 and 10): whole image, sliding window, and
-multi-scale + flip ("MS" rows), as mmseg's ``EncoderDecoder`` runs them.
+"""Test-time protocols of the paper's tables (book chapters 8 and 10): whole image, sliding window,
+and multi-scale + flip ("MS" rows), as mmseg's ``EncoderDecoder`` runs them.
 
 * whole image (ADE20K): the model sees the whole (resized) image once;
-* sliding window (Cityscapes, 1024x1024 windows over 1024x2048 frames): windows of ``crop_size`` every ``stride``,
-  the last one aligned to the image's edge; logits averaged where windows overlap;
-* multi-scale + flip: the image resized by each ratio in ``scales`` (and mirrored if ``flip``), each view run by
-  one of the above, its softmax resized back and un-mirrored, the softmaxes averaged.
+* sliding window (Cityscapes, 1024x1024 windows over 1024x2048 frames): windows of ``crop_size``
+  every ``stride``, the last one aligned to the image's edge; logits averaged where windows overlap;
+* multi-scale + flip: the image resized by each ratio in ``scales`` (and mirrored if ``flip``), each
+  view run by one of the above, its softmax resized back and un-mirrored, the softmaxes averaged.
 
 Every function returns scores at the input's full resolution, (B, K, H, W).
 """
@@ -27,13 +27,16 @@ def whole_logits(model: nn.Module, images: Tensor) -> Tensor:
 
 
 def window_starts(side: int, crop: int, stride: int) -> list[int]:
-    """mmseg's grid along one side: starts every ``stride``; the last window is moved back to end at the edge."""
+    """mmseg's grid along one side: starts every ``stride``; the last window is moved
+    back to end at the edge."""
     count = max(side - crop + stride - 1, 0) // stride + 1
     return [max(min(i * stride + crop, side) - crop, 0) for i in range(count)]
 
 
-def slide_logits(model: nn.Module, images: Tensor, crop_size: tuple[int, int], stride: tuple[int, int]) -> Tensor:
-    """(B, 3, H, W) -> logits (B, K, H, W) averaged over sliding windows (mmseg ``slide_inference``)."""
+def slide_logits(model: nn.Module, images: Tensor, crop_size: tuple[int, int],
+                 stride: tuple[int, int]) -> Tensor:
+    """(B, 3, H, W) -> logits (B, K, H, W) averaged over sliding windows
+    (mmseg ``slide_inference``)."""
     (height, width), (crop_h, crop_w) = images.shape[2:], crop_size
     total, count = None, images.new_zeros((1, 1, height, width))
     for top in window_starts(height, crop_h, stride[0]):
@@ -47,10 +50,11 @@ def slide_logits(model: nn.Module, images: Tensor, crop_size: tuple[int, int], s
     return total / count
 
 
-def segment(model: nn.Module, images: Tensor, mode: str = "whole", crop_size: tuple[int, int] | None = None,
-            stride: tuple[int, int] | None = None, scales: tuple[float, ...] = (1.0,), flip: bool = False) -> Tensor:
-    """Scores (B, K, H, W) under a test-time protocol: logits for one view, averaged softmax for several
-    (mmseg ``aug_test``). ``scales`` are ratios of the input's size."""
+def segment(model: nn.Module, images: Tensor, mode: str = "whole",
+            crop_size: tuple[int, int] | None = None, stride: tuple[int, int] | None = None,
+            scales: tuple[float, ...] = (1.0,), flip: bool = False) -> Tensor:
+    """Scores (B, K, H, W) under a test-time protocol: logits for one view, averaged softmax for
+    several (mmseg ``aug_test``). ``scales`` are ratios of the input's size."""
     if mode not in ("whole", "slide"):
         raise ValueError(f"mode must be 'whole' or 'slide', not {mode!r}")
     if mode == "slide" and not crop_size:
@@ -64,12 +68,14 @@ def segment(model: nn.Module, images: Tensor, mode: str = "whole", crop_size: tu
         return whole_logits(model, view)
 
     height, width = images.shape[2:]
-    views = [(ratio, mirrored) for ratio in scales for mirrored in ((False, True) if flip else (False,))]
+    mirrors = (False, True) if flip else (False,)
+    views = [(ratio, mirrored) for ratio in scales for mirrored in mirrors]
     if len(views) == 1 and scales[0] == 1.0:
         return run(images)
     total = 0.0
     for ratio, mirrored in views:
-        view = resize(images, (int(height * ratio + 0.5), int(width * ratio + 0.5)))  # as mmcv's rescale
+        # as mmcv's rescale
+        view = resize(images, (int(height * ratio + 0.5), int(width * ratio + 0.5)))
         view = view.flip(3) if mirrored else view
         probs = resize(run(view), (height, width)).softmax(dim=1)
         total = total + (probs.flip(3) if mirrored else probs)

@@ -26,6 +26,7 @@ class MixFFN(nn.Module):
 
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
         x = self.fc1(x)  # (B, N, 4C)
-        x = to_tokens(self.dwconv(to_map(x, height, width)))  # (B, N, 4C), each token mixed with its 3x3 neighbours
+        # (B, N, 4C), each token mixed with its 3x3 neighbours
+        x = to_tokens(self.dwconv(to_map(x, height, width)))
         x = self.drop(self.act(x))
         return self.drop(self.fc2(x))  # (B, N, C)

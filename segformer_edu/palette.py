@@ -1,9 +1,11 @@
-"""Colours for label maps: CamVid's SegNet palette, a fixed ADE20K palette, and ``colorize`` (book chapter 8)."""
+"""Colours for label maps: CamVid's SegNet palette, a fixed ADE20K palette,
+and ``colorize`` (book chapter 8)."""
 
 import numpy as np
 import torch
 
-# SegNet-Tutorial's colours, in the order of data.CAMVID_CLASSES; void/ignore is drawn black by colorize
+# SegNet-Tutorial's colours, in the order of data.CAMVID_CLASSES; void/ignore
+# is drawn black by colorize
 CAMVID_PALETTE = (
     (128, 128, 128),  # Sky
     (128, 0, 0),  # Building
@@ -20,14 +22,16 @@ CAMVID_PALETTE = (
 
 
 def ade20k_palette(num_classes: int = 150) -> tuple[tuple[int, int, int], ...]:
-    """Distinct, deterministic colours: the PASCAL VOC colour map (bits of the index spread over R, G, B).
+    """Distinct, deterministic colours: the PASCAL VOC colour map
+    (bits of the index spread over R, G, B).
 
     Class k gets VOC colour k + 1, so no class is black: black stays the ignore colour.
     """
     colours = []
     for index in range(1, num_classes + 1):
         r = g = b = 0
-        for shift in range(7, -1, -1):  # the index's bits 0, 1, 2 go to the top bit of R, G, B; then 3, 4, 5...
+        # the index's bits 0, 1, 2 go to the top bit of R, G, B; then 3, 4, 5...
+        for shift in range(7, -1, -1):
             r |= (index & 1) << shift
             g |= ((index >> 1) & 1) << shift
             b |= ((index >> 2) & 1) << shift
@@ -40,10 +44,12 @@ ADE20K_PALETTE = ade20k_palette()
 
 
 def colorize(label: np.ndarray | torch.Tensor, palette=CAMVID_PALETTE) -> np.ndarray:
-    """Class indices (H, W) -> uint8 RGB (H, W, 3); values without a colour (the ignore index 255, void) are black."""
+    """Class indices (H, W) -> uint8 RGB (H, W, 3);
+    values without a colour (the ignore index 255, void) are black."""
     if isinstance(label, torch.Tensor):
         label = label.detach().cpu().numpy()
     label = np.asarray(label).astype(np.int64)
-    lut = np.zeros((max(256, int(label.max(initial=0)) + 1), 3), np.uint8)  # (values, 3), black by default
+    # (values, 3), black by default
+    lut = np.zeros((max(256, int(label.max(initial=0)) + 1), 3), np.uint8)
     lut[: len(palette)] = np.asarray(palette, np.uint8)
     return lut[np.clip(label, 0, None)]  # (H, W, 3)

@@ -12,9 +12,11 @@ from .tokens import to_tokens
 
 
 class OverlapPatchEmbed(nn.Module):
-    """Strided conv + LayerNorm: ``(B, C_in, H, W)`` -> tokens ``(B, H' * W', C)``, H' = ceil(H / S)."""
+    """Strided conv + LayerNorm: ``(B, C_in, H, W)`` -> tokens
+    ``(B, H' * W', C)``, H' = ceil(H / S)."""
 
-    def __init__(self, in_channels: int, embed_dim: int, patch_size: int, stride: int, norm_eps: float = 1e-5):
+    def __init__(self, in_channels: int, embed_dim: int, patch_size: int, stride: int,
+                 norm_eps: float = 1e-5):
         super().__init__()
         self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride, padding=patch_size // 2)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)

@@ -1,8 +1,11 @@
-"""The paper's optimisation recipe: AdamW, head lr x10, linear warm-up then poly decay (book chapter 8).
+"""The paper's optimisation recipe: AdamW, head lr x10, linear warm-up then
+poly decay (book chapter 8).
 
-The official settings (mmseg ``configs/segformer``): AdamW lr 6e-5, betas (0.9, 0.999), weight decay 0.01,
-``paramwise_cfg`` with lr x10 for the decode head and no decay on parameters named ``norm`` (see CUSTOM_KEYS);
-``PolyLrUpdaterHook`` with power 1.0, min_lr 0, a linear warm-up of 1500 iterations starting at warmup_ratio 1e-6 of the lr, stepped every iteration.
+The official settings (mmseg ``configs/segformer``): AdamW lr 6e-5, betas (0.9, 0.999), weight decay
+0.01, ``paramwise_cfg`` with lr x10 for the decode head and no decay on parameters named ``norm``
+(see CUSTOM_KEYS); ``PolyLrUpdaterHook`` with power 1.0, min_lr 0,
+a linear warm-up of 1500 iterations starting at warmup_ratio 1e-6 of the
+lr, stepped every iteration.
 """
 
 import torch
@@ -11,27 +14,33 @@ from torch import nn
 from .convert import from_edu
 
 
-# mmseg's ``paramwise_cfg`` in the official configs: substrings of the *official* parameter names. The longest
-# key is tried first and the first match wins (mmcv's DefaultOptimizerConstructor). SegFormer has no
-# ``pos_block``; ``norm`` catches every LayerNorm; ``head`` catches all of ``decode_head``, whose BatchNorm
-# (``linear_fuse.bn``) and biases are therefore decayed, like every bias of the encoder.
-CUSTOM_KEYS = {"pos_block": {"decay_mult": 0.0}, "norm": {"decay_mult": 0.0}, "head": {"lr_mult": 10.0}}
+# mmseg's ``paramwise_cfg`` in the official configs: substrings of the *official* parameter names.
+# The longest key is tried first and the first match wins (mmcv's DefaultOptimizerConstructor).
+# SegFormer has no ``pos_block``; ``norm`` catches every LayerNorm; ``head`` catches all of
+# ``decode_head``, whose BatchNorm (``linear_fuse.bn``) and biases are therefore decayed,
+# like every bias of the encoder.
+CUSTOM_KEYS = {"pos_block": {"decay_mult": 0.0}, "norm": {"decay_mult": 0.0},
+               "head": {"lr_mult": 10.0}}
 
 
 def official_name(name: str) -> str:
-    """Our parameter name in the official/mmseg layout (``encoder.stages.0.norm.weight`` -> ``backbone.norm1.weight``)."""
+    """Our parameter name in the official/mmseg layout
+    (``encoder.stages.0.norm.weight`` -> ``backbone.norm1.weight``)."""
     return from_edu({name: torch.empty(0)}, "mmseg").popitem()[0]
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 10.0) -> list[dict]:
-    """AdamW groups as the official ``paramwise_cfg``: one group per (lr multiplier, decay multiplier).
+def param_groups(model: nn.Module, lr: float, weight_decay: float,
+                 head_lr_mult: float = 10.0) -> list[dict]:
+    """AdamW groups as the official ``paramwise_cfg``:
+    one group per (lr multiplier, decay multiplier).
 
-    Three groups come out: the encoder's weights and biases (lr, decay), the encoder's LayerNorms (lr, no decay)
-    and the whole decoder (``head_lr_mult`` x lr, decay). The decoder starts from scratch while the encoder may
-    be ImageNet-pretrained, so it learns 10x faster.
+    Three groups come out: the encoder's weights and biases (lr, decay), the encoder's LayerNorms
+    (lr, no decay) and the whole decoder (``head_lr_mult`` x lr, decay). The decoder starts from
+    scratch while the encoder may be ImageNet-pretrained, so it learns 10x faster.
     """
     keys = dict(CUSTOM_KEYS, head={"lr_mult": head_lr_mult})
-    ordered = sorted(sorted(keys), key=len, reverse=True)  # mmcv's order: longest first, then alphabetical
+    # mmcv's order: longest first, then alphabetical
+    ordered = sorted(sorted(keys), key=len, reverse=True)
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -47,9 +56,11 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult:
 
 def lr_factor(iteration: int, max_iters: int, warmup_iters: int = 1500, warmup_ratio: float = 1e-6,
               power: float = 1.0) -> float:
-    """lr / base_lr at 0-based ``iteration``: poly decay (1 - t/T)^p, times a linear ramp from warmup_ratio to 1.
+    """lr / base_lr at 0-based ``iteration``: poly decay (1 - t/T)^p,
+    times a linear ramp from warmup_ratio to 1.
 
-    As mmcv's ``PolyLrUpdaterHook`` with linear warm-up and min_lr 0: the ramp multiplies the decayed lr.
+    As mmcv's ``PolyLrUpdaterHook`` with linear warm-up and min_lr 0:
+    the ramp multiplies the decayed lr.
     """
     factor = (1.0 - iteration / max_iters) ** power
     if iteration < warmup_iters:
@@ -57,11 +68,14 @@ def lr_factor(iteration: int, max_iters: int, warmup_iters: int = 1500, warmup_r
     return factor
 
 
-def build_optimizer(model: nn.Module, lr: float = 6e-5, weight_decay: float = 0.01, head_lr_mult: float = 10.0,
-                    max_iters: int = 160_000, warmup_iters: int = 1500, warmup_ratio: float = 1e-6,
-                    power: float = 1.0) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over ``param_groups`` and a per-iteration scheduler: call ``scheduler.step()`` after each step."""
-    optimizer = torch.optim.AdamW(param_groups(model, lr, weight_decay, head_lr_mult), lr=lr, betas=(0.9, 0.999))
+def build_optimizer(model: nn.Module, lr: float = 6e-5, weight_decay: float = 0.01,
+                    head_lr_mult: float = 10.0, max_iters: int = 160_000, warmup_iters: int = 1500,
+                    warmup_ratio: float = 1e-6, power: float = 1.0,
+                    ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``param_groups`` and a per-iteration scheduler: call
+    ``scheduler.step()`` after each step."""
+    optimizer = torch.optim.AdamW(param_groups(model, lr, weight_decay, head_lr_mult), lr=lr,
+                                  betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: lr_factor(it, max_iters, warmup_iters, warmup_ratio, power))
     return optimizer, scheduler

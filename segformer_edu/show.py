@@ -1,5 +1,5 @@
-"""What the book's chapters display: the package's own source (so that chapters never keep a second copy) and
-tables of measurements."""
+"""What the book's chapters display: the package's own source
+(so that chapters never keep a second copy) and tables of measurements."""
 
 import inspect
 

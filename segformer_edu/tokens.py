@@ -13,10 +13,11 @@ from torch import Tensor
 
 
 def to_map(tokens: Tensor, height: int, width: int) -> Tensor:
-    """``(B, N, C)`` tokens -> ``(B, C, H, W)`` map (a channels-last view when tokens are contiguous)."""
+    """``(B, N, C)`` tokens -> ``(B, C, H, W)`` map
+    (a channels-last view when tokens are contiguous)."""
     batch, _, channels = tokens.shape
-    # (B, H, W, C) then permute: the strides are exactly channels-last ones, so conv, interpolate and cat
-    # recognise the format and keep it instead of copying back to (B, C, H, W) order
+    # (B, H, W, C) then permute: the strides are exactly channels-last ones, so conv, interpolate
+    # and cat recognise the format and keep it instead of copying back to (B, C, H, W) order
     return tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
 
 

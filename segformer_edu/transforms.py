@@ -1,14 +1,18 @@
-"""The paper's data pipeline: mmseg's training augmentation and test-time resize, in numpy + torch (book chapter 8).
+"""The paper's data pipeline: mmseg's training augmentation and test-time resize,
+in numpy + torch (book chapter 8).
 
-SegFormer's ADE20K config (``local_configs/_base_/datasets/ade20k_repeat.py`` in NVlabs/SegFormer) trains with
+SegFormer's ADE20K config (``local_configs/_base_/datasets/ade20k_repeat.py`` in
+NVlabs/SegFormer) trains with
     Resize(img_scale=(2048, 512), ratio_range=(0.5, 2.0)) -> RandomCrop(512x512, cat_max_ratio=0.75)
-    -> RandomFlip(0.5) -> PhotoMetricDistortion -> Normalize(ImageNet) -> Pad(512x512, image 0, label 255)
-and tests with AlignedResize (keep-ratio to (2048, 512), sides rounded up to multiples of 32) of the image alone:
-the prediction is resized to the label. Images are resized bilinearly, labels by nearest neighbour, so a label only
-ever holds values it had (or 255). Resizing goes through ``F.interpolate`` without antialiasing, which samples as
-OpenCV's INTER_LINEAR/NEAREST (mmcv's backend) do. Checked against OpenCV 5.0 on a random 480x360 image: nearest
-labels identical; bilinear images and the HSV conversions of the photometric distortion within one level (of 255;
-of 180 for hue).
+    -> RandomFlip(0.5) -> PhotoMetricDistortion -> Normalize(ImageNet)
+    -> Pad(512x512, image 0, label 255)
+and tests with AlignedResize (keep-ratio to (2048, 512), sides rounded up to multiples of 32) of the
+image alone: the prediction is resized to the label. Images are resized bilinearly, labels by
+nearest neighbour, so a label only ever holds values it had (or 255). Resizing goes through
+``F.interpolate`` without antialiasing, which samples as OpenCV's INTER_LINEAR/NEAREST
+(mmcv's backend) do. Checked against OpenCV 5.0 on a random 480x360 image: nearest labels identical;
+bilinear images and the HSV conversions of the photometric distortion within one level
+(of 255; of 180 for hue).
 """
 
 import random
@@ -24,22 +28,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)  # mmseg's (58.395, 57.12, 57.375) / 255
 
 
 def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, int]:
-    """mmcv's keep-ratio rescale: the largest (w, h) with long side <= max(scale) and short side <= min(scale)."""
+    """mmcv's keep-ratio rescale: the largest (w, h) with long side <= max(scale) and
+    short side <= min(scale)."""
     factor = min(max(scale) / max(width, height), min(scale) / min(width, height))
     return int(width * factor + 0.5), int(height * factor + 0.5)
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
-    """``torch.from_numpy`` of a contiguous copy when needed: a read-only array (np.asarray of a PIL image) is copied,
-    since torch warns on sharing read-only memory."""
+    """``torch.from_numpy`` of a contiguous copy when needed: a read-only array
+    (np.asarray of a PIL image) is copied, since torch warns on sharing read-only memory."""
     array = np.ascontiguousarray(array)
     return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """uint8 (H, W, 3) -> uint8 (h, w, 3), bilinear with half-pixel centres (OpenCV INTER_LINEAR)."""
+    """uint8 (H, W, 3) -> uint8 (h, w, 3), bilinear with half-pixel centres
+    (OpenCV INTER_LINEAR)."""
     x = as_tensor(image).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8, channels-last
-    return F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+    resized = F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False)  # (1, 3, h, w)
+    return resized[0].permute(1, 2, 0).numpy()
 
 
 def resize_label(label: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -49,21 +56,25 @@ def resize_label(label: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:
-    """uint8 RGB (H, W, 3) -> float (3, H, W) with ImageNet mean and std, as the pretrained encoder expects."""
+    """uint8 RGB (H, W, 3) -> float (3, H, W) with ImageNet mean and std,
+    as the pretrained encoder expects."""
     x = as_tensor(image).permute(2, 0, 1).float() / 255  # (3, H, W)
-    return (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    return (x - mean[:, None, None]) / std[:, None, None]
 
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
     """Normalised float (3, H, W) -> uint8 RGB (H, W, 3) for plotting."""
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]  # (3, 1, 1)
-    x = image.detach().float().cpu() * std + mean
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    x = image.detach().float().cpu() * std[:, None, None] + mean[:, None, None]
     return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def _as_arrays(image, label) -> tuple[np.ndarray, np.ndarray]:
-    """PIL or numpy in; uint8 RGB (H, W, 3) and uint8 label (H, W) out (labels hold 0..K-1 and 255)."""
-    image = np.array(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)  # writable
+    """PIL or numpy in; uint8 RGB (H, W, 3) and uint8 label (H, W) out
+    (labels hold 0..K-1 and 255)."""
+    rgb = image.convert("RGB") if isinstance(image, Image.Image) else image
+    image = np.array(rgb, dtype=np.uint8)  # a writable copy
     label = np.asarray(label)
     if label.min(initial=0) < 0 or label.max(initial=0) > 255:
         raise ValueError(f"label values must lie in 0..255, got {label.min()}..{label.max()}")
@@ -72,16 +83,18 @@ def _as_arrays(image, label) -> tuple[np.ndarray, np.ndarray]:
     return image, label.astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------- colour (OpenCV's 8-bit HSV)
+# ---------------------------------------------------------------------- colour (OpenCV's 8-bit HSV)
 
 def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> uint8 HSV in OpenCV's units (hue in degrees / 2, 0..179; S, V 0..255), as mmcv.bgr2hsv."""
+    """uint8 RGB -> uint8 HSV in OpenCV's units
+    (hue in degrees / 2, 0..179; S, V 0..255), as mmcv.bgr2hsv."""
     rgb = image.astype(np.float32)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     value = rgb.max(-1)
     chroma = value - rgb.min(-1)
     safe = np.maximum(chroma, 1e-6)
-    sector = np.select([chroma == 0, value == r, value == g],  # which channel is the maximum, in 60-degree sectors
+    # which channel is the maximum, in 60-degree sectors
+    sector = np.select([chroma == 0, value == r, value == g],
                        [0, (g - b) / safe, 2 + (b - r) / safe], 4 + (r - g) / safe)
     hue = np.round(sector * 30) % 180  # 60 degrees per sector, stored halved to fit a byte
     saturation = np.round(255 * chroma / np.maximum(value, 1e-6))
@@ -94,12 +107,15 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     saturation, value = hsv[..., 1].astype(np.float32) / 255, hsv[..., 2].astype(np.float32)
     sector = np.floor(hue)
     fraction = hue - sector
-    p, q, t = value * (1 - saturation), value * (1 - saturation * fraction), value * (1 - saturation * (1 - fraction))
+    p = value * (1 - saturation)
+    q = value * (1 - saturation * fraction)
+    t = value * (1 - saturation * (1 - fraction))
     index = sector.astype(np.int64) % 6
     r = np.choose(index, [value, q, p, p, t, value])
     g = np.choose(index, [t, value, value, q, p, p])
     b = np.choose(index, [p, p, t, value, value, q])
-    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)  # truncates, as OpenCV's 8-bit conversion
+    # truncates, as OpenCV's 8-bit conversion
+    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
 
 
 def _convert(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
@@ -108,9 +124,10 @@ def _convert(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray
 
 
 def photometric_distortion(image: np.ndarray, rng: np.random.Generator, brightness_delta: int = 32,
-                           contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5), hue_delta: int = 18) -> np.ndarray:
-    """mmseg's PhotoMetricDistortion: each of brightness, contrast, saturation and hue with probability 1/2;
-    contrast comes first or last (a coin decides), on uint8 RGB (H, W, 3)."""
+                           contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
+                           hue_delta: int = 18) -> np.ndarray:
+    """mmseg's PhotoMetricDistortion: each of brightness, contrast, saturation and hue with
+    probability 1/2; contrast comes first or last (a coin decides), on uint8 RGB (H, W, 3)."""
     if rng.integers(2):
         image = _convert(image, beta=rng.uniform(-brightness_delta, brightness_delta))
     contrast_first = rng.integers(2)  # mmseg's mode == 1
@@ -132,10 +149,11 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator, brightne
 # ----------------------------------------------------------------------------- the two pipelines
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed Python's and numpy's global generators from the worker's torch seed.
+    """DataLoader ``worker_init_fn``: seed Python's and numpy's global generators
+    from the worker's torch seed.
 
-    Without it, workers forked from one process would share one numpy state and apply the same augmentations
-    (recent torch seeds numpy itself; this makes it explicit and version-proof).
+    Without it, workers forked from one process would share one numpy state and apply the same
+    augmentations (recent torch seeds numpy itself; this makes it explicit and version-proof).
     """
     seed = torch.initial_seed() % 2**32  # base_seed + worker_id, drawn by the DataLoader
     np.random.seed(seed)
@@ -143,47 +161,56 @@ def seed_worker(worker_id: int) -> None:
 
 
 class TrainTransform:
-    """Random rescale, crop (cat_max_ratio), flip, photometric distortion, normalise, pad: the paper's recipe.
+    """Random rescale, crop (cat_max_ratio), flip, photometric distortion,
+    normalise, pad: the paper's recipe.
 
-    ``scale`` is mmseg's img_scale (long side, short side) before the random ratio; ``crop_size`` is (h, w).
-    Randomness: with ``seed`` a private numpy Generator (re-seeded from the DataLoader's per-worker seed inside
-    workers, so workers differ); without it numpy's global generator, as in mmseg, so ``np.random.seed`` and a
-    saved ``np.random.get_state()`` reproduce the augmentations.
+    ``scale`` is mmseg's img_scale (long side, short side) before the random ratio; ``crop_size`` is
+    (h, w). Randomness: with ``seed`` a private numpy Generator
+    (re-seeded from the DataLoader's per-worker seed inside workers, so workers differ); without it
+    numpy's global generator, as in mmseg, so ``np.random.seed`` and a saved
+    ``np.random.get_state()`` reproduce the augmentations.
     """
 
-    def __init__(self, crop_size=(512, 512), scale=(2048, 512), ratio_range=(0.5, 2.0), cat_max_ratio=0.75,
-                 ignore_index=255, flip_prob=0.5, photometric=True, seed=None):
-        self.crop_size, self.scale, self.ratio_range = tuple(crop_size), tuple(scale), tuple(ratio_range)
-        self.cat_max_ratio, self.ignore_index, self.flip_prob = cat_max_ratio, ignore_index, flip_prob
+    def __init__(self, crop_size=(512, 512), scale=(2048, 512), ratio_range=(0.5, 2.0),
+                 cat_max_ratio=0.75, ignore_index=255, flip_prob=0.5, photometric=True, seed=None):
+        self.crop_size, self.scale = tuple(crop_size), tuple(scale)
+        self.ratio_range, self.cat_max_ratio = tuple(ratio_range), cat_max_ratio
+        self.ignore_index, self.flip_prob = ignore_index, flip_prob
         self.photometric, self.seed = photometric, seed
         self._rng, self._worker_seed = None, None
 
     def _generator(self) -> np.random.Generator:
         worker = get_worker_info()
         if self.seed is None:
-            return np.random.Generator(np.random.get_bit_generator())  # draws from (and advances) the global state
+            # draws from (and advances) the global state
+            return np.random.Generator(np.random.get_bit_generator())
         worker_seed = None if worker is None else worker.seed
-        if self._rng is None or worker_seed != self._worker_seed:  # first call, or first call in a new worker
-            self._rng = np.random.default_rng(self.seed if worker_seed is None else [self.seed, worker_seed])
+        # first call, or first call in a new worker
+        if self._rng is None or worker_seed != self._worker_seed:
+            seed = self.seed if worker_seed is None else [self.seed, worker_seed]
+            self._rng = np.random.default_rng(seed)
             self._worker_seed = worker_seed
         return self._rng
 
     def random_rescale(self, image, label, rng):
-        """mmseg Resize with ratio_range: scale x ratio, ratio ~ U(ratio_range), then a keep-ratio rescale."""
+        """mmseg Resize with ratio_range: scale x ratio, ratio ~ U(ratio_range),
+        then a keep-ratio rescale."""
         ratio = rng.random() * (self.ratio_range[1] - self.ratio_range[0]) + self.ratio_range[0]
         scale = (int(self.scale[0] * ratio), int(self.scale[1] * ratio))
         width, height = rescale_size(image.shape[1], image.shape[0], scale)
         return resize_image(image, (height, width)), resize_label(label, (height, width))
 
     def crop_box(self, shape, rng) -> tuple[int, int, int, int]:
-        """A random (top, bottom, left, right) window of crop_size (or the whole side where it is shorter)."""
+        """A random (top, bottom, left, right) window of crop_size
+        (or the whole side where it is shorter)."""
         top = rng.integers(max(shape[0] - self.crop_size[0], 0) + 1)
         left = rng.integers(max(shape[1] - self.crop_size[1], 0) + 1)
         return top, top + self.crop_size[0], left, left + self.crop_size[1]
 
     def random_crop(self, image, label, rng):
-        """mmseg RandomCrop: up to 10 re-draws until no class (ignore excluded) fills >= cat_max_ratio of the crop
-        and it holds at least two classes; after 10 failures the 11th window is kept as it is."""
+        """mmseg RandomCrop: up to 10 re-draws until no class (ignore excluded)
+        fills >= cat_max_ratio of the crop and it holds at least two classes;
+        after 10 failures the 11th window is kept as it is."""
         top, bottom, left, right = self.crop_box(label.shape, rng)
         if self.cat_max_ratio < 1:
             for _ in range(10):
@@ -195,7 +222,8 @@ class TrainTransform:
         return image[top:bottom, left:right], label[top:bottom, left:right]
 
     def __call__(self, image, label) -> tuple[torch.Tensor, torch.Tensor]:
-        """PIL/uint8 image (H, W, 3) and label (H, W) -> float image (3, h, w) and long label (h, w), (h, w) = crop."""
+        """PIL/uint8 image (H, W, 3) and label (H, W) -> float image (3, h, w) and long label
+        (h, w), (h, w) = crop."""
         rng = self._generator()
         image, label = _as_arrays(image, label)
         image, label = self.random_rescale(image, label, rng)
@@ -204,18 +232,22 @@ class TrainTransform:
             image, label = image[:, ::-1], label[:, ::-1]
         if self.photometric:
             image = photometric_distortion(image, rng)
-        pad_h, pad_w = max(self.crop_size[0] - label.shape[0], 0), max(self.crop_size[1] - label.shape[1], 0)
-        image = F.pad(normalize(image), (0, pad_w, 0, pad_h), value=0.0)  # (3, h, w), padded bottom and right
+        pad_h = max(self.crop_size[0] - label.shape[0], 0)
+        pad_w = max(self.crop_size[1] - label.shape[1], 0)
+        # (3, h, w), padded bottom and right
+        image = F.pad(normalize(image), (0, pad_w, 0, pad_h), value=0.0)
         label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=self.ignore_index)
         return image, torch.from_numpy(label.astype(np.int64))
 
 
 class EvalTransform:
-    """Test time: optionally a keep-ratio resize of the image to ``scale`` (long, short side), then normalise.
+    """Test time: optionally a keep-ratio resize of the image to ``scale``
+    (long, short side), then normalise.
 
-    With a ``scale``, the official SegFormer test pipeline (its ``AlignedResize``) resizes a second time so that both
-    sides are multiples of ``size_divisor`` (ADE20K 683x512 -> 704x512). The label keeps its size: the prediction
-    is resized to it, so the metric is computed at the label's full resolution.
+    With a ``scale``, the official SegFormer test pipeline (its ``AlignedResize``) resizes a second
+    time so that both sides are multiples of ``size_divisor`` (ADE20K 683x512 -> 704x512). The label
+    keeps its size: the prediction is resized to it, so the metric is computed at
+    the label's full resolution.
     """
 
     def __init__(self, scale=None, size_divisor: int | None = 32):
@@ -229,7 +261,8 @@ class EvalTransform:
             image = resize_image(image, (height, width))
             if self.size_divisor:
                 divisor = self.size_divisor
-                aligned = (-(-height // divisor) * divisor, -(-width // divisor) * divisor)  # rounded up
+                # rounded up
+                aligned = (-(-height // divisor) * divisor, -(-width // divisor) * divisor)
                 if aligned != (height, width):
                     image = resize_image(image, aligned)
         return normalize(image), torch.from_numpy(label.astype(np.int64))
