@@ -49,20 +49,22 @@ THOP = Convention(attention=False, conv_bias=False, norm_per_element=4, relu=Fal
 MATMULS = Convention(attention=True, conv_bias=False, norm_per_element=0, relu=False)
 
 PARTS = ("stage1", "stage2", "stage3", "stage4", "decoder")
-COMPONENTS = ("patch embed", "q", "kv", "sr conv", "attention", "proj", "fc1", "dwconv", "fc2", "norms",
-              "decoder linears", "fuse conv", "BN", "ReLU", "classifier")
+COMPONENTS = ("patch embed", "q", "kv", "sr conv", "attention", "proj", "fc1", "dwconv", "fc2",
+              "norms", "decoder linears", "fuse conv", "BN", "ReLU", "classifier")
 # module name (within a stage, block index dropped; or within the decoder) -> component
 COMPONENT_OF = {
-    "patch_embed.proj": "patch embed", "patch_embed.norm": "norms", "norm": "norms", "norm1": "norms",
-    "norm2": "norms", "attn.norm": "norms", "attn.q": "q", "attn.kv": "kv", "attn.sr": "sr conv",
-    "attn": "attention", "attn.proj": "proj", "ffn.fc1": "fc1", "ffn.dwconv": "dwconv", "ffn.fc2": "fc2",
-    "linear_c": "decoder linears", "fuse.0": "fuse conv", "fuse.1": "BN", "fuse.2": "ReLU", "classifier": "classifier",
+    "patch_embed.proj": "patch embed", "patch_embed.norm": "norms", "norm": "norms",
+    "norm1": "norms", "norm2": "norms", "attn.norm": "norms", "attn.q": "q", "attn.kv": "kv",
+    "attn.sr": "sr conv", "attn": "attention", "attn.proj": "proj", "ffn.fc1": "fc1",
+    "ffn.dwconv": "dwconv", "ffn.fc2": "fc2", "linear_c": "decoder linears", "fuse.0": "fuse conv",
+    "fuse.1": "BN", "fuse.2": "ReLU", "classifier": "classifier",
 }
 COUNTED = (nn.Conv2d, nn.Linear, nn.LayerNorm, nn.BatchNorm2d, nn.ReLU, EfficientSelfAttention)
 
 
 def component(name: str) -> tuple[str, str]:
-    """(part, component) of a module name, e.g. ``encoder.stages.0.blocks.1.attn.q`` -> ("stage1", "q")."""
+    """(part, component) of a module name, e.g. ``encoder.stages.0.blocks.1.attn.q`` -> ("stage1",
+    "q")."""
     parts = name.split(".")
     if parts[0] == "encoder":
         rest = parts[5:] if parts[3] == "blocks" else parts[3:]  # drop "blocks.{j}"
@@ -91,7 +93,8 @@ def module_macs(module: nn.Module, args: tuple, output, convention: Convention =
 
 
 @torch.no_grad()
-def count_macs(model: SegFormer, height: int, width: int, convention: Convention = MMCV) -> dict[str, int]:
+def count_macs(model: SegFormer, height: int, width: int,
+               convention: Convention = MMCV) -> dict[str, int]:
     """MACs per module for one ``height`` x ``width`` image, counted by hooks during a forward pass.
 
     Runs on the model's device; a model on ``torch.device("meta")`` (see ``meta_model``) counts
@@ -119,7 +122,8 @@ def count_macs(model: SegFormer, height: int, width: int, convention: Convention
 
 
 def by_component(per_module: dict[str, int]) -> dict[tuple[str, str], int]:
-    """Sum per-module numbers (MACs or parameters) into {(part, component): total}, zeros dropped."""
+    """Sum per-module numbers (MACs or parameters) into {(part, component): total}, zeros
+    dropped."""
     totals: dict[tuple[str, str], int] = defaultdict(int)
     for name, value in per_module.items():
         totals[component(name)] += value
@@ -128,22 +132,29 @@ def by_component(per_module: dict[str, int]) -> dict[tuple[str, str], int]:
 
 def analytic_macs(config: SegFormerConfig, height: int, width: int,
                   convention: Convention = MMCV) -> dict[tuple[str, str], int]:
-    """The same MACs as ``by_component(count_macs(...))``, from formulas: {(part, component): MACs}."""
+    """The same MACs as ``by_component(count_macs(...))``, from formulas: {(part, component):
+    MACs}."""
     c, norm = convention, convention.norm_per_element
     macs: dict[tuple[str, str], int] = defaultdict(int)
     in_dim, tokens = config.in_channels, []
     for i, dim in enumerate(config.embed_dims):
         part, depth, sr = f"stage{i + 1}", config.depths[i], config.sr_ratios[i]
         kernel, stride = config.patch_sizes[i], config.strides[i]
-        height, width = [(side + 2 * (kernel // 2) - kernel) // stride + 1 for side in (height, width)]  # ceil(side / S)
-        n, reduced, hidden = height * width, (height // sr) * (width // sr), dim * config.mlp_ratios[i]  # N, N' = N / R, 4C
+        # ceil(side / S)
+        height, width = [(side + 2 * (kernel // 2) - kernel) // stride + 1
+                         for side in (height, width)]
+        # N, N' = N / R, 4C
+        n, reduced = height * width, (height // sr) * (width // sr)
+        hidden = dim * config.mlp_ratios[i]
         tokens.append((n, dim))
         macs[part, "patch embed"] += n * dim * (kernel * kernel * in_dim + c.conv_bias)
-        macs[part, "norms"] += n * dim * norm * (2 + 2 * depth)  # patch-embed LN, stage LN, norm1 + norm2 per block
+        # patch-embed LN, stage LN, norm1 + norm2 per block
+        macs[part, "norms"] += n * dim * norm * (2 + 2 * depth)
         macs[part, "q"] += depth * n * dim * dim
         macs[part, "kv"] += depth * reduced * dim * 2 * dim
         if sr > 1:
-            macs[part, "sr conv"] += depth * reduced * dim * (sr * sr * dim + c.conv_bias)  # kernel = stride = sr
+            # kernel = stride = sr
+            macs[part, "sr conv"] += depth * reduced * dim * (sr * sr * dim + c.conv_bias)
             macs[part, "norms"] += depth * reduced * dim * norm
         macs[part, "attention"] += depth * 2 * n * reduced * dim * c.attention  # Q K^T and A V
         macs[part, "proj"] += depth * n * dim * dim
@@ -151,7 +162,8 @@ def analytic_macs(config: SegFormerConfig, height: int, width: int,
         macs[part, "dwconv"] += depth * n * hidden * (3 * 3 + c.conv_bias)
         macs[part, "fc2"] += depth * n * hidden * dim
         in_dim = dim
-    width_c, (n1, _) = config.decoder_dim, tokens[0]  # decoder width C; all maps are upsampled to stage 1's N1 tokens
+    # decoder width C; all maps are upsampled to stage 1's N1 tokens
+    width_c, (n1, _) = config.decoder_dim, tokens[0]
     macs["decoder", "decoder linears"] = sum(n * dim * width_c for n, dim in tokens)
     macs["decoder", "fuse conv"] = n1 * len(tokens) * width_c * width_c  # 1x1, 4C -> C, no bias
     macs["decoder", "BN"] = n1 * width_c * norm
@@ -169,10 +181,12 @@ def count_params(model: nn.Module) -> dict[tuple[str, str], int]:
 
 
 class LinspaceOnCpu(TorchFunctionMode):
-    """Inside ``with``: ``torch.linspace`` without a device makes a CPU tensor, whatever the default device.
+    """Inside ``with``: ``torch.linspace`` without a device makes a CPU tensor, whatever the default
+    device.
 
-    A mode (PyTorch's own hook for calls to torch functions, active only in its ``with`` block and thread) rather
-    than a patch: ``torch.linspace`` itself stays untouched, for every other caller too."""
+    A mode (PyTorch's own hook for calls to torch functions, active only in its ``with`` block and
+    thread) rather than a patch: ``torch.linspace`` itself stays untouched, for every other caller
+    too."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -182,17 +196,19 @@ class LinspaceOnCpu(TorchFunctionMode):
 
 
 def meta_model(name: str = "b0", num_classes: int = 150, **overrides) -> SegFormer:
-    """A SegFormer whose tensors live on ``torch.device("meta")``: shapes only, built and run for free.
+    """A SegFormer whose tensors live on ``torch.device("meta")``: shapes only, built and run for
+    free.
 
-    The encoder reads its stochastic-depth rates with ``torch.linspace(...).tolist()``, which needs real
-    numbers, so while the model is built linspace alone stays on the CPU (``LinspaceOnCpu``).
+    The encoder reads its stochastic-depth rates with ``torch.linspace(...).tolist()``, which needs
+    real numbers, so while the model is built linspace alone stays on the CPU (``LinspaceOnCpu``).
     """
     with torch.device("meta"), LinspaceOnCpu():
         return SegFormer.from_config(name, num_classes, **overrides)
 
 
 def total(counts: dict, part: str | None = None) -> int:
-    """Sum of a {(part, component): n} table, or of one part ("stage1"...; "encoder" for all four stages)."""
+    """Sum of a {(part, component): n} table, or of one part ("stage1"...; "encoder" for all four
+    stages)."""
     if part == "encoder":
         return sum(v for (p, _), v in counts.items() if p != "decoder")
     return sum(v for (p, _), v in counts.items() if part in (None, p))
