@@ -8,6 +8,12 @@ frames; the test frames are never read.
   2. resolution, at the best of those rates: crops of 180x240 from full-resolution frames, validated at 480x360;
   3. bf16 autocast against fp32 on the first steps of the best learning rate's run (same schedule, same data).
 
+``cnn`` (``cnn_sweep.json``): the optimiser of the CNN baseline (chapter 11), DeepLabV3+ with MobileNetV2, on
+  the same data, crops, loss (ENet's class weights) and batch as the SegFormer run: AdamW as SegFormer's recipe
+  (head x10) at three rates, and mmseg's SGD recipe for CNNs (momentum 0.9, weight decay 5e-4, poly power 0.9 to
+  1e-4, no warm-up, auxiliary head at weight 0.4) at two, so that neither model runs on a rate tuned for the
+  other.
+
 ``levers`` (the second, at lr 1e-3 in bf16, ``levers.json``): one change at a time against the same base run,
   - the loss: ENet's class weights, median-frequency balancing, OHEM (thresh 0.7);
   - resolution: crops of native frames, frames at 3/4 size, against the base's half-size frames;
@@ -17,6 +23,7 @@ frames; the test frames are never read.
   then every change that beat the base by more than that, together.
 
     python scripts/cpu_camvid_sweep.py levers                # ~30 min on 2 cores
+    python scripts/cpu_camvid_sweep.py cnn --iters 150       # ~1 hour on 2 cores
     python scripts/cpu_camvid_sweep.py levers --iters 4 --runs-dir /tmp/sweep --out /tmp/sweep  # a smoke test
 
 Each finished row is kept in RUNS_DIR/rows.json, so a killed sweep continues where it stopped.
@@ -39,7 +46,7 @@ FULL = dict(scale=(480, 360), val_scale=None)
 LEVER_LR = 1e-3  # the lr sweep's best
 # mmseg's OHEM keeps at least 100,000 pixels of a 512x1024 Cityscapes crop (19 %): the same share of 180x240
 OHEM_MIN_KEPT = round(100_000 / (512 * 1024) * 180 * 240)
-ROW_FIELDS = ("lr", "head_lr_mult", "scale", "crop_size", "amp", "batch_size", "class_weights", "ohem_thresh",
+ROW_FIELDS = ("model", "optimizer", "lr", "head_lr_mult", "weight_decay", "power", "min_lr", "scale", "crop_size", "amp", "batch_size", "class_weights", "ohem_thresh",
               "ohem_min_kept", "label_smoothing", "drop_path_rate", "ema_decay", "warmup_iters", "seed", "val_scale")
 
 
@@ -113,19 +120,51 @@ def combined_changes(rows: list[dict], runs: dict) -> tuple[list[str], dict]:
     return list(chosen), {key: value for changes in chosen.values() for key, value in changes.items()}
 
 
-def lever_sweep(args) -> list[dict]:
-    base = base_config(args.iters, amp="bf16", lr=LEVER_LR)
-    runs = lever_runs(args.iters)
+CNN_OPTIMISERS = {
+    "AdamW lr 3e-4": {"lr": 3e-4},
+    "AdamW lr 1e-3": {"lr": 1e-3},
+    "AdamW lr 3e-3": {"lr": 3e-3},
+    "SGD lr 0.01": {"optimizer": "sgd", "lr": 0.01},
+    "SGD lr 0.03": {"optimizer": "sgd", "lr": 0.03},
+}
+# mmseg's schedule for CNNs (configs/_base_/schedules/schedule_80k.py): SGD, poly 0.9 down to 1e-4
+SGD_RECIPE = {"momentum": 0.9, "weight_decay": 5e-4, "power": 0.9, "min_lr": 1e-4, "warmup_iters": 0,
+              "head_lr_mult": 1.0}
+
+
+def cnn_sweep(args) -> list[dict]:
+    from segformer_edu.cnn import NAME
+
+    base = base_config(args.iters, amp="bf16", model=NAME, class_weights="enet")
+    return resumable_rows(args, base, {
+        name: ("optimiser", changes | (SGD_RECIPE if changes.get("optimizer") == "sgd" else {}))
+        for name, changes in CNN_OPTIMISERS.items()})
+
+
+def resumable_rows(args, base: TrainConfig, runs: dict) -> list[dict]:
+    """Run every (group, changes) of ``runs`` not yet in RUNS_DIR/rows.json; all rows."""
     done_path = Path(args.runs_dir) / "rows.json"
     rows = json.loads(done_path.read_text()) if done_path.exists() else []
     done = {row["name"] for row in rows}
-    slug = lambda name: "".join(c if c.isalnum() else "_" for c in name)  # noqa: E731
     for name, (group, changes) in runs.items():
         if name not in done:
             cfg = replace(base, out_dir=f"{args.runs_dir}/{slug(name)}", **changes)
             shutil.rmtree(cfg.out_dir, ignore_errors=True)  # a run killed half-way starts again
             rows.append(run(name, cfg) | {"group": group})
             done_path.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def lever_sweep(args) -> list[dict]:
+    base = base_config(args.iters, amp="bf16", lr=LEVER_LR)
+    runs = lever_runs(args.iters)
+    rows = resumable_rows(args, base, runs)
+    done = {row["name"] for row in rows}
+    done_path = Path(args.runs_dir) / "rows.json"
     names, changes = combined_changes(rows, runs)
     if len(names) > 1 and "combined" not in done:
         cfg = replace(base, out_dir=f"{args.runs_dir}/combined", **changes)
@@ -137,7 +176,7 @@ def lever_sweep(args) -> list[dict]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep", choices=("lr", "levers"), help="which sweep (see above)")
+    parser.add_argument("sweep", choices=("lr", "levers", "cnn"), help="which sweep (see above)")
     parser.add_argument("--iters", type=int, default=300, help="optimizer steps of every run")
     parser.add_argument("--bf16-iters", type=int, default=100, help="lr sweep: steps of the bf16 comparison")
     parser.add_argument("--runs-dir", default=None, help="the runs' folders (default: runs/sweep_SWEEP)")
@@ -145,9 +184,9 @@ def main():
     args = parser.parse_args()
     args.runs_dir = args.runs_dir or f"runs/sweep_{args.sweep}"
     Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
-    rows = lr_sweep(args) if args.sweep == "lr" else lever_sweep(args)
+    rows = {"lr": lr_sweep, "levers": lever_sweep, "cnn": cnn_sweep}[args.sweep](args)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / ("sweep.json" if args.sweep == "lr" else "levers.json")
+    path = args.out / {"lr": "sweep.json", "levers": "levers.json", "cnn": "cnn_sweep.json"}[args.sweep]
     path.write_text(json.dumps(rows, indent=1))
     print(f"wrote {path}")
 

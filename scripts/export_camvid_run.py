@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from segformer_edu import SegFormer
+from segformer_edu import SegFormer, cnn
 from segformer_edu.checkpoint import evaluated_weights, save_pretrained
 from segformer_edu.data import CAMVID_CLASSES
 from segformer_edu.train import TrainConfig, cpu_name, datasets, evaluate, plot_curves, read_jsonl
@@ -39,12 +39,17 @@ def main():
         sys.exit(f"error: {best_path} not found: train first (the run writes best.pt at each better validation)")
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in best["config"].items()})
-    model = SegFormer.from_config(cfg.model, num_classes=len(CAMVID_CLASSES))
-    model.load_state_dict(evaluated_weights(best))
     args.out.mkdir(parents=True, exist_ok=True)
-    save_pretrained(model.eval(), args.out, class_names=list(CAMVID_CLASSES), dtype=torch.float16)
-
-    stored = SegFormer.from_pretrained(args.out).eval()  # what a reader loads: the fp16 weights, back in fp32
+    if cfg.model == cnn.NAME:  # the CNN baseline of chapter 11: its own folder format
+        model = cnn.DeepLabV3Plus.from_config(cfg.model, num_classes=len(CAMVID_CLASSES))
+        model.load_state_dict(evaluated_weights(best))
+        model.eval().save_pretrained(args.out, class_names=list(CAMVID_CLASSES), dtype=torch.float16)
+        stored = cnn.DeepLabV3Plus.from_pretrained(args.out)
+    else:
+        model = SegFormer.from_config(cfg.model or "b0", num_classes=len(CAMVID_CLASSES))
+        model.load_state_dict(evaluated_weights(best))
+        save_pretrained(model.eval(), args.out, class_names=list(CAMVID_CLASSES), dtype=torch.float16)
+        stored = SegFormer.from_pretrained(args.out).eval()  # what a reader loads: fp16 weights in fp32
     test_set, names = datasets(cfg, "test")
     start = time.perf_counter()
     metrics = evaluate(stored, test_set, len(names), torch.device("cpu"), names=names)
@@ -64,6 +69,8 @@ def main():
         "wall_hours": args.wall_seconds / 3600 if args.wall_seconds else None,
         "best_iteration": best["iteration"], "best_val_miou": best["best_miou"], "test_miou": metrics["miou"],
         "crop_size": cfg.crop_size, "scale": cfg.scale, "ratio_range": cfg.ratio_range, "eval_scale": cfg.val_scale,
+        "model": cfg.model or "b0", "optimizer": cfg.optimizer, "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay, "power": cfg.power, "min_lr": cfg.min_lr,
         "lr": cfg.lr, "head_lr_mult": cfg.head_lr_mult, "warmup_iters": cfg.warmup_iters,
         "class_weights": cfg.class_weights, "ohem_thresh": cfg.ohem_thresh, "label_smoothing": cfg.label_smoothing,
         "drop_path_rate": cfg.drop_path_rate, "ema_decay": cfg.ema_decay,

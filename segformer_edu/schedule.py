@@ -6,6 +6,10 @@ The official settings (mmseg ``configs/segformer``): AdamW lr 6e-5, betas (0.9, 
 (see CUSTOM_KEYS); ``PolyLrUpdaterHook`` with power 1.0, min_lr 0,
 a linear warm-up of 1500 iterations starting at warmup_ratio 1e-6 of the
 lr, stepped every iteration.
+
+The CNN baseline of chapter 11 trains with either this recipe or mmseg's for CNNs (SGD with momentum
+0.9, weight decay 5e-4, poly power 0.9 down to min_lr 1e-4, no warm-up): ``build_optimizer``'s
+``optimizer``, ``momentum`` and ``min_lr``.
 """
 
 import torch
@@ -37,7 +41,14 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float,
     Three groups come out: the encoder's weights and biases (lr, decay), the encoder's LayerNorms
     (lr, no decay) and the whole decoder (``head_lr_mult`` x lr, decay). The decoder starts from
     scratch while the encoder may be ImageNet-pretrained, so it learns 10x faster.
+    Another model (the CNN baseline) gets two groups: ``encoder.*`` (lr, decay) and every other
+    parameter, its heads (``head_lr_mult`` x lr, decay), as the rule treats mmseg's CNNs, whose
+    BatchNorms are named ``bn``, not ``norm``.
     """
+    from .model import SegFormer
+
+    if not isinstance(model, SegFormer):
+        return heads_apart(model, lr, weight_decay, head_lr_mult)
     keys = dict(CUSTOM_KEYS, head={"lr_mult": head_lr_mult})
     # mmcv's order: longest first, then alphabetical
     ordered = sorted(sorted(keys), key=len, reverse=True)
@@ -54,28 +65,52 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float,
             for key, params in groups.items()]
 
 
+def heads_apart(model: nn.Module, lr: float, weight_decay: float,
+                head_lr_mult: float) -> list[dict]:
+    """Two groups: the parameters of ``model.encoder`` and the rest (the heads)."""
+    encoder = {id(param) for param in model.encoder.parameters()}
+    trained = [param for param in model.parameters() if param.requires_grad]
+    return [{"params": [p for p in trained if id(p) in encoder], "name": "encoder", "lr": lr,
+             "weight_decay": weight_decay},
+            {"params": [p for p in trained if id(p) not in encoder], "name": "decoder",
+             "lr": lr * head_lr_mult, "weight_decay": weight_decay}]
+
+
 def lr_factor(iteration: int, max_iters: int, warmup_iters: int = 1500, warmup_ratio: float = 1e-6,
-              power: float = 1.0) -> float:
-    """lr / base_lr at 0-based ``iteration``: poly decay (1 - t/T)^p,
+              power: float = 1.0, min_ratio: float = 0.0) -> float:
+    """lr / base_lr at 0-based ``iteration``: poly decay (1 - t/T)^p from 1 to ``min_ratio``,
     times a linear ramp from warmup_ratio to 1.
 
-    As mmcv's ``PolyLrUpdaterHook`` with linear warm-up and min_lr 0:
-    the ramp multiplies the decayed lr.
+    As mmcv's ``PolyLrUpdaterHook`` with linear warm-up ((base_lr - min_lr) (1 - t/T)^p + min_lr,
+    min_ratio = min_lr / base_lr): the ramp multiplies the decayed lr.
     """
-    factor = (1.0 - iteration / max_iters) ** power
+    factor = (1.0 - min_ratio) * (1.0 - iteration / max_iters) ** power + min_ratio
     if iteration < warmup_iters:
         factor *= 1.0 - (1.0 - iteration / warmup_iters) * (1.0 - warmup_ratio)
     return factor
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
 def build_optimizer(model: nn.Module, lr: float = 6e-5, weight_decay: float = 0.01,
                     head_lr_mult: float = 10.0, max_iters: int = 160_000, warmup_iters: int = 1500,
-                    warmup_ratio: float = 1e-6, power: float = 1.0,
-                    ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over ``param_groups`` and a per-iteration scheduler: call
-    ``scheduler.step()`` after each step."""
-    optimizer = torch.optim.AdamW(param_groups(model, lr, weight_decay, head_lr_mult), lr=lr,
-                                  betas=(0.9, 0.999))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: lr_factor(it, max_iters, warmup_iters, warmup_ratio, power))
-    return optimizer, scheduler
+                    warmup_ratio: float = 1e-6, power: float = 1.0, optimizer: str = "adamw",
+                    momentum: float = 0.9, min_lr: float = 0.0,
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (or SGD with ``momentum``) over ``param_groups`` and a per-iteration scheduler whose
+    lr decays to ``min_lr`` in every group: call ``scheduler.step()`` after each step."""
+    groups = param_groups(model, lr, weight_decay, head_lr_mult)
+    if optimizer == "adamw":
+        chosen = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    elif optimizer == "sgd":
+        chosen = torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    else:
+        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {optimizer!r}")
+
+    def factor(group_lr: float):
+        return lambda it: lr_factor(it, max_iters, warmup_iters, warmup_ratio, power,
+                                    min_lr / group_lr)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(chosen, [factor(g["lr"]) for g in groups])
+    return chosen, scheduler

@@ -41,12 +41,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from . import errors
+from . import cnn, errors
 from .checkpoint import evaluated_weights
 from .config import VARIANTS, SegFormerConfig
 from .losses import CLASS_WEIGHTINGS, class_weights, segmentation_loss
 from .model import SegFormer
-from .schedule import build_optimizer
+from .schedule import OPTIMIZERS, build_optimizer
 
 IGNORE_INDEX = 255  # the data module's value; padding and CamVid's void
 DEFAULT_MODEL = "b0"
@@ -84,7 +84,8 @@ class TrainConfig:
     reduce_zero_label: bool = arg(False, "folder dataset: mask value 0 is 'other' (ignored), class "
                                          "k is value k+1")
     ignore_index: int = arg(255, "folder dataset: the mask value left out of loss and metrics")
-    model: str | None = arg(None, "variant b0..b5 (default: the variant of --pretrained, else b0)")
+    model: str | None = arg(None, "variant b0..b5 (default: the variant of --pretrained, else b0), "
+                                  "or deeplabv3plus-mobilenetv2, the CNN baseline of chapter 11")
     pretrained: str | None = arg(None, "encoder weights: a hub id such as nvidia/mit-b0, or a "
                                        "local folder or file")
     out_dir: str | None = arg(None, "where checkpoints, logs and figures go (default: "
@@ -98,12 +99,15 @@ class TrainConfig:
     batch_size: int = arg(8, "images per process per iteration")
     max_iters: int = arg(160_000, "optimizer steps in the whole run")
     lr: float = arg(6e-5, "AdamW base lr (encoder); the decoder gets head_lr_mult times it")
-    weight_decay: float = arg(0.01, "AdamW weight decay, not applied to norms and biases")
+    optimizer: str = arg("adamw", "adamw (the paper's) or sgd (with --momentum; mmseg's for CNNs)")
+    momentum: float = arg(0.9, "SGD momentum")
+    weight_decay: float = arg(0.01, "weight decay (SegFormer: not applied to its LayerNorms)")
     head_lr_mult: float = arg(10.0, "lr multiplier of the decoder")
     warmup_iters: int = arg(1500, "linear warm-up iterations (a tenth of the run where they would "
                                   "not end before it)")
     warmup_ratio: float = arg(1e-6, "lr factor at iteration 0 of the warm-up")
     power: float = arg(1.0, "poly decay power")
+    min_lr: float = arg(0.0, "the lr the poly decay ends at (mmseg's CNN schedules: 1e-4)")
     class_weights: str | None = arg(None, "weight the loss per class, from the training labels: "
                                           "enet (1 / ln(1.02 + share), ENet's) or median "
                                           "(median-frequency balancing)")
@@ -403,8 +407,12 @@ class StopRequest:
         self.signum = signum
         if self.announce:
             name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            print(f"\n{name}: stopping after this step or validation, once latest.pt is saved "
-                  "(again: stop at once, keeping the last checkpoint)", file=sys.stderr, flush=True)
+            line = (f"\n{name}: stopping after this step or validation, once latest.pt is saved "
+                    "(again: stop at once, keeping the last checkpoint)\n")
+            try:  # to the file itself: a handler that writes to a stream mid-write would raise
+                os.write(sys.stderr.fileno(), line.encode())
+            except (AttributeError, OSError, ValueError):  # no file behind it (pytest, Jupyter)
+                print(line, end="", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -528,7 +536,9 @@ class Progress:
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """The run's model, from its name: SegFormer-b0..b5 from scratch, or with a pretrained encoder
-    (e.g. nvidia/mit-b0) and a new decoder for ``num_classes``."""
+    (e.g. nvidia/mit-b0) and a new decoder for ``num_classes``; or the CNN baseline from scratch."""
+    if cfg.model == cnn.NAME:
+        return cnn.DeepLabV3Plus.from_config(cfg.model, num_classes=num_classes)
     overrides = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
     if cfg.pretrained:
         return SegFormer.from_pretrained(cfg.pretrained, num_classes=num_classes, **overrides)
@@ -558,6 +568,19 @@ def averaged_model(model: nn.Module, decay: float | None):
 
 
 # ----------------------------------------------------------------------------- the steps of train()
+
+def check_cnn_config(cfg: TrainConfig) -> None:
+    """What the CNN baseline cannot do: start from a checkpoint, drop paths, train on one image
+    (BatchNorm on the ASPP's pooled 1x1 map needs a batch of 2)."""
+    if cfg.pretrained:
+        raise ValueError(f"--pretrained loads SegFormer encoders; {cnn.NAME} trains from scratch: "
+                         "drop --pretrained")
+    if cfg.drop_path_rate is not None:
+        raise ValueError(f"--drop-path-rate is SegFormer's stochastic depth; {cnn.NAME} has none")
+    if cfg.batch_size < 2:
+        raise ValueError(f"--batch-size {cfg.batch_size}: {cnn.NAME}'s BatchNorm after image "
+                         "pooling needs at least 2 images per step")
+
 
 def check_config(cfg: TrainConfig, device: torch.device, say=print) -> tuple[TrainConfig, int]:
     """Every setting, before anything is read or written: (the config with its defaults resolved,
@@ -597,10 +620,20 @@ def check_config(cfg: TrainConfig, device: torch.device, say=print) -> tuple[Tra
         raise ValueError("--resume continues the run in --out-dir, --overwrite replaces it: pass "
                          "one of them")
     autocast_dtype(device, cfg.amp)  # an amp this device cannot run fails here
-    if cfg.model is not None and cfg.model not in VARIANTS:
-        raise ValueError(f"--model {cfg.model!r} is not a variant: one of {', '.join(VARIANTS)}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not "
+                         f"{cfg.optimizer!r}")
+    if not 0 <= cfg.min_lr < cfg.lr:
+        raise ValueError(f"--min-lr {cfg.min_lr} must lie in [0, --lr {cfg.lr})")
+    if cfg.model is not None and cfg.model not in (*VARIANTS, cnn.NAME):
+        raise ValueError(f"--model {cfg.model!r} is not a model: one of {', '.join(VARIANTS)} or "
+                         f"{cnn.NAME}")
     model = cfg.model or DEFAULT_MODEL
-    min_side = SegFormerConfig.from_name(model).min_side
+    if model == cnn.NAME:
+        check_cnn_config(cfg)
+        min_side = cnn.DeepLabV3PlusConfig().min_side
+    else:
+        min_side = SegFormerConfig.from_name(model).min_side
     if cfg.pretrained:
         from .checkpoint import source_config
 
@@ -738,7 +771,7 @@ def build(cfg: TrainConfig, data: Data, run: Run) -> Parts:
     ema = averaged_model(model, cfg.ema_decay)
     optimizer, scheduler = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult,
                                            cfg.max_iters, cfg.warmup_iters, cfg.warmup_ratio,
-                                           cfg.power)
+                                           cfg.power, cfg.optimizer, cfg.momentum, cfg.min_lr)
     dtype = autocast_dtype(run.device, cfg.amp)
     scaler = torch.amp.GradScaler(run.device.type, enabled=dtype == torch.float16)
     return Parts(model, ema, optimizer, scheduler, scaler, dtype)
@@ -810,6 +843,18 @@ def training_batches(cfg: TrainConfig, data: Data, run: Run, start: int):
     return iter(loader)
 
 
+def model_loss(model: nn.Module, train_model: nn.Module, images: Tensor, labels: Tensor,
+               loss_kwargs: dict) -> Tensor:
+    """The loss of one batch: on the logits, plus the auxiliary head's at its weight where the
+    model has one (the CNN baseline, as mmseg trains it). ``train_model`` is ``model`` or its DDP
+    wrapper: calling it, not ``model``, keeps the gradients synchronised."""
+    if getattr(model, "aux_head", None) is None:
+        return segmentation_loss(train_model(images), labels, **loss_kwargs)
+    logits, aux_logits = train_model(images, aux=True)  # (B, K, h/4, w/4), (B, K, h/8, w/8)
+    return (segmentation_loss(logits, labels, **loss_kwargs)
+            + model.config.aux_loss_weight * segmentation_loss(aux_logits, labels, **loss_kwargs))
+
+
 def train_step(parts: Parts, train_model: nn.Module, batches, loss_kwargs: dict, run: Run,
                progress: Progress) -> tuple[float, float, float]:
     """One optimizer step on the next batch, (B, 3, h, w) images and (B, h, w) labels; returns
@@ -821,7 +866,7 @@ def train_step(parts: Parts, train_model: nn.Module, batches, loss_kwargs: dict,
     labels = labels.to(run.device, non_blocking=True)  # (B, h, w)
     dtype = parts.dtype or torch.float32
     with torch.autocast(run.device.type, dtype=dtype, enabled=parts.dtype is not None):
-        loss = segmentation_loss(train_model(images), labels, **loss_kwargs)
+        loss = model_loss(parts.model, train_model, images, labels, loss_kwargs)
     mean_loss = loss.detach().clone()
     if run.world > 1:
         dist.all_reduce(mean_loss)
