@@ -67,9 +67,10 @@ def run(name: str, cfg: TrainConfig) -> dict:
 
 
 def base_config(iters: int, **changes) -> TrainConfig:
-    return TrainConfig(dataset="camvid", model="b0", crop_size=(180, 240), batch_size=8, max_iters=iters,
-                       warmup_iters=max(iters // 10, 1), val_interval=iters, log_interval=1, num_workers=0,
-                       seed=0, progress=False, **HALF | changes)
+    settings = dict(dataset="camvid", model="b0", crop_size=(180, 240), batch_size=8, max_iters=iters,
+                    warmup_iters=max(iters // 10, 1), val_interval=iters, log_interval=1, num_workers=0,
+                    seed=0, progress=False) | HALF
+    return TrainConfig(**settings | changes)
 
 
 def lr_sweep(args) -> list[dict]:
