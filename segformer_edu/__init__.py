@@ -3,7 +3,7 @@ book."""
 
 from .config import VARIANTS, SegFormerConfig
 from .model import SegFormer
-from .predict import preprocess
+from .transforms import preprocess
 
 __all__ = ["SegFormer", "SegFormerConfig", "VARIANTS", "preprocess"]
 __version__ = "0.1.0"

@@ -296,7 +296,7 @@ def read_source(source) -> tuple[dict[str, Tensor], dict | None, dict]:
         raise ValueError(f"{weights} has {len(unknown)} keys that are not SegFormer weights "
                          f"(first: {unknown[:SHOWN]})")
     id2label = (hf_config or {}).get("id2label")
-    names = [id2label[str(k)] for k in range(len(id2label))] if id2label else None
+    names = [id2label.get(str(k), f"class_{k}") for k in range(len(id2label))] if id2label else None
     return state_dict, hf_config, {"names": names, "palette": None, "scale": None, "dataset": None}
 
 

@@ -296,8 +296,9 @@ def main(argv=None) -> int:
     except (ImportError, OSError, ValueError, RuntimeError) as error:  # a line, no traceback
         return errors.report(error)
     finally:
-        fp32.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+        for leftover in (fp32, partial):
+            if leftover.parent.is_dir():  # an --out under a file was refused before any writing
+                leftover.unlink(missing_ok=True)
     kind = ""
     if calibration:
         kind = f", static int8, calibrated on {len(calibration)} images"

@@ -582,9 +582,8 @@ def check_cnn_config(cfg: TrainConfig) -> None:
                          "pooling needs at least 2 images per step")
 
 
-def check_config(cfg: TrainConfig, device: torch.device, say=print) -> tuple[TrainConfig, int]:
-    """Every setting, before anything is read or written: (the config with its defaults resolved,
-    the model's smallest input side). A bad one is one line naming its flag."""
+def check_numbers(cfg: TrainConfig) -> None:
+    """Counts, sizes, rates and fractions in their ranges; a bad one is one line naming its flag."""
     positive = {"batch_size": cfg.batch_size, "max_iters": cfg.max_iters,
                 "val_interval": cfg.val_interval, "log_interval": cfg.log_interval, "lr": cfg.lr,
                 "save_minutes": cfg.save_minutes,
@@ -613,6 +612,12 @@ def check_config(cfg: TrainConfig, device: torch.device, say=print) -> tuple[Tra
     if cfg.ratio_range[0] > cfg.ratio_range[1]:
         raise ValueError(f"--ratio-range {cfg.ratio_range[0]} {cfg.ratio_range[1]}: the smaller "
                          "one first")
+    if not 0 <= cfg.min_lr < cfg.lr:
+        raise ValueError(f"--min-lr {cfg.min_lr} must lie in [0, --lr {cfg.lr})")
+
+
+def check_choices(cfg: TrainConfig, device: torch.device) -> None:
+    """The named options: class weighting, resume or overwrite, autocast here, optimiser."""
     if cfg.class_weights is not None and cfg.class_weights not in CLASS_WEIGHTINGS:
         raise ValueError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}, "
                          f"not {cfg.class_weights!r}")
@@ -623,8 +628,11 @@ def check_config(cfg: TrainConfig, device: torch.device, say=print) -> tuple[Tra
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not "
                          f"{cfg.optimizer!r}")
-    if not 0 <= cfg.min_lr < cfg.lr:
-        raise ValueError(f"--min-lr {cfg.min_lr} must lie in [0, --lr {cfg.lr})")
+
+
+def resolve_model(cfg: TrainConfig) -> tuple[str, int]:
+    """(the model's name, its smallest input side), from --model or --pretrained (whose source
+    is read now, so that a missing file or an offline hub fails before any work)."""
     if cfg.model is not None and cfg.model not in (*VARIANTS, cnn.NAME):
         raise ValueError(f"--model {cfg.model!r} is not a model: one of {', '.join(VARIANTS)} or "
                          f"{cnn.NAME}")
@@ -644,6 +652,15 @@ def check_config(cfg: TrainConfig, device: torch.device, say=print) -> tuple[Tra
             raise ValueError(f"--model {cfg.model} but --pretrained {cfg.pretrained} is a "
                              f"{variant}: drop --model, or pass --model {variant}")
         model, min_side = variant or cfg.model or "custom", pretrained.min_side
+    return model, min_side
+
+
+def check_config(cfg: TrainConfig, device: torch.device, say=print) -> tuple[TrainConfig, int]:
+    """Every setting, before anything is read or written: (the config with its defaults resolved,
+    the model's smallest input side). A bad one is one line naming its flag."""
+    check_numbers(cfg)
+    check_choices(cfg, device)
+    model, min_side = resolve_model(cfg)
     if min(cfg.crop_size) < min_side:
         raise ValueError(f"--crop-size {cfg.crop_size[0]} {cfg.crop_size[1]} is under the model's "
                          f"smallest side, {min_side} px")

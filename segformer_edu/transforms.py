@@ -266,3 +266,22 @@ class EvalTransform:
                 if aligned != (height, width):
                     image = resize_image(image, aligned)
         return normalize(image), torch.from_numpy(label.astype(np.int64))
+
+
+def preprocess(image, scale: tuple[int, int] | None = None, config=None) -> torch.Tensor:
+    """An RGB image (a PIL image, or an array (H, W, 3) uint8) -> the model's input (1, 3, h, w)
+    float32, as ``predict`` and ``train.evaluate`` feed it: resized to ``scale`` (long, short side;
+    sides then rounded up to multiples of 32) if given, ImageNet-normalised. With a model's
+    ``config``, an image too small for it is refused with a clear message, not a shape error inside
+    the model."""
+    from .encoder import check_images
+
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB image (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    tensor, _ = EvalTransform(scale=scale)(image, np.zeros(image.shape[:2], np.uint8))  # (3, h, w)
+    if config is not None:
+        check_images(tensor[None], config)
+    return tensor[None]

