@@ -86,7 +86,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "book/results/camvid_b0_cpu/deployment.json")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--max-load", type=float, default=0.5,
+                        help="refuse to start above this 1-minute load average (the times are results)")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    if load_before > args.max_load:
+        raise SystemExit(f"error: load average {load_before:.2f} > {args.max_load}: something else holds the "
+                         "cores; wait for it to finish (or pass --max-load)")
 
     torch.set_num_threads(args.threads)
     model = trained_camvid_model(ROOT / "book")
@@ -97,7 +103,8 @@ def main():
         by_protocol = protocols(model)
     result = {"machine": cpu_name(), "threads": args.threads, "torch": torch.__version__, "frames": len(frames),
               "calibration": "16 validation frames (every sixth), 256x192", "runtimes": by_runtime,
-              "protocols": by_protocol, "wall_s": time.perf_counter() - start}
+              "protocols": by_protocol, "wall_s": time.perf_counter() - start,
+              "load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
     args.out.write_text(json.dumps(result, indent=1, default=list) + "\n")
 
 

@@ -23,7 +23,7 @@ frames; the test frames are never read.
   then every change that beat the base by more than that, together.
 
     python scripts/cpu_camvid_sweep.py levers                # ~30 min on 2 cores
-    python scripts/cpu_camvid_sweep.py cnn --iters 150       # ~1 hour on 2 cores
+    python scripts/cpu_camvid_sweep.py cnn --iters 150       # ~30 min on 2 cores
     python scripts/cpu_camvid_sweep.py levers --iters 4 --runs-dir /tmp/sweep --out /tmp/sweep  # a smoke test
 
 Each finished row is kept in RUNS_DIR/rows.json, so a killed sweep continues where it stopped.
@@ -38,7 +38,8 @@ from pathlib import Path
 
 from segformer_edu.train import NonFiniteLossError, TrainConfig, read_jsonl, train
 
-RESULTS = Path(__file__).resolve().parent.parent / "book" / "results" / "camvid_b0_cpu"
+RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
+OUT_DIRS = {"lr": "camvid_b0_cpu", "levers": "camvid_b0_cpu", "cnn": "camvid_cnn_cpu"}  # under RESULTS
 LEARNING_RATES = (6e-5, 3e-4, 1e-3, 3e-3)
 HALF = dict(scale=(240, 180), val_scale=(240, 180))  # (long, short) side of the frames, train and val
 THREE_QUARTERS = dict(scale=(360, 270), val_scale=(360, 270))
@@ -181,9 +182,12 @@ def main():
     parser.add_argument("--iters", type=int, default=300, help="optimizer steps of every run")
     parser.add_argument("--bf16-iters", type=int, default=100, help="lr sweep: steps of the bf16 comparison")
     parser.add_argument("--runs-dir", default=None, help="the runs' folders (default: runs/sweep_SWEEP)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of sweep.json / levers.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of the sweep's json (default: book/results/camvid_b0_cpu, for cnn "
+                             "book/results/camvid_cnn_cpu)")
     args = parser.parse_args()
     args.runs_dir = args.runs_dir or f"runs/sweep_{args.sweep}"
+    args.out = args.out or RESULTS / OUT_DIRS[args.sweep]
     Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
     rows = {"lr": lr_sweep, "levers": lever_sweep, "cnn": cnn_sweep}[args.sweep](args)
     args.out.mkdir(parents=True, exist_ok=True)
