@@ -1,5 +1,7 @@
 """Every chapter's exercises, as a self-learner needs them: each has a hint, and a worked solution that stays
-collapsed until opened (a `{dropdown}` in words; code solutions run under nbval with input and output hidden)."""
+collapsed until opened, one labelled toggle per solution: a `{dropdown}` titled "Solution N" with the solution in
+words, and the code cells that compute it (run under nbval) directly before it, tagged `solution`, which the book
+moves inside the dropdown (_ext/solutions.py)."""
 
 import json
 import re
@@ -36,10 +38,19 @@ def test_every_exercise_has_a_hint_and_a_collapsed_solution(chapter):
     for number, text in found.items():
         assert "*Hint:*" in text, f"{chapter.name}, exercise {number}: no hint"
         assert re.search(rf":::\{{dropdown\}} Solution {number}\b", markdown), f"{chapter.name}: no solution {number}"
-    for cell in cells:
+    for index, cell in enumerate(cells):
         source = "".join(cell["source"]).lstrip()
         solution = re.match(r"# Solution to exercise (\d+)", source)
         if cell["cell_type"] == "code" and solution:
-            assert int(solution[1]) in found, f"{chapter.name}: a solution to exercise {solution[1]}, not asked"
+            number = int(solution[1])
+            assert number in found, f"{chapter.name}: a solution to exercise {number}, not asked"
             tags = cell["metadata"].get("tags", [])
-            assert {"hide-input", "hide-output"} <= set(tags), f"{chapter.name}, solution {solution[1]}: {tags}"
+            assert "solution" in tags and not {"hide-input", "hide-output", "hide-cell"} & set(tags), (
+                f"{chapter.name}, solution {number}: {tags} (tag it 'solution'; the dropdown hides it)")
+            following = index + 1
+            while re.match(rf"# Solution to exercise {number}\b", "".join(cells[following]["source"]).lstrip()):
+                following += 1  # a solution may take several code cells
+            after = "".join(cells[following]["source"]).lstrip()
+            assert cells[following]["cell_type"] == "markdown" and re.match(
+                rf":::\{{dropdown\}} Solution {number}\b", after), (
+                f"{chapter.name}: the code of solution {number} is not followed by its dropdown")

@@ -1,0 +1,89 @@
+"""The book's figures: sized for the page's column, with text legible there, and shared drawings.
+
+Every chapter calls ``book_style()`` once, before its first figure. It sets matplotlib's
+defaults (figures as wide as the book's text column, ``COLUMN_INCHES`` at ``DPI``, so that a page
+shows them at their natural size; fonts of 10 points) and, in a notebook, stores each figure as a
+PNG that records the size of its smallest text in pixels (``TEXT_KEY``). The rendered-book test
+reads that record and the width the page gives the image, and checks that every figure's text is
+at least 9 px as displayed.
+"""
+
+import base64
+import io
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+from matplotlib.text import Text
+
+DPI = 100
+COLUMN_INCHES = 7.7  # the text column is 785 px wide at a 1280 px window and 775 px at 1024 px
+TEXT_KEY = "Smallest text (px)"  # a PNG text chunk: the smallest font size, in pixels at its dpi
+STYLE = {
+    "figure.dpi": DPI, "savefig.dpi": DPI, "figure.figsize": (COLUMN_INCHES, 3.6),
+    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 10,
+    "ytick.labelsize": 10, "legend.fontsize": 10, "figure.titlesize": 11,
+}
+
+
+def smallest_text_px(fig: Figure) -> float:
+    """The smallest font size of the figure's drawn text (titles, labels, ticks, legends, notes), in
+    pixels of the image saved at the figure's dpi (its tight bounding box holds all of that text);
+    infinity for a figure without text."""
+    fig.canvas.draw()  # tick labels exist only once the figure has been drawn
+    renderer = fig.canvas.get_renderer()
+    sizes = [text.get_fontsize() for text in fig.findobj(Text)
+             if text.get_visible() and text.get_text().strip()
+             and text.get_window_extent(renderer).width > 0]
+    return min(sizes) * fig.dpi / 72 if sizes else float("inf")
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as a notebook shows it (tight bounding box), ``TEXT_KEY`` in its metadata."""
+    smallest = smallest_text_px(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight",
+                facecolor=fig.get_facecolor(), metadata={TEXT_KEY: f"{smallest:.2f}"})
+    return buffer.getvalue()
+
+
+def book_style() -> None:
+    """matplotlib's defaults for the book's figures; in IPython, ``png_bytes`` saves each figure."""
+    matplotlib.rcParams.update(STYLE)
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    import matplotlib.pyplot as plt
+
+    # loads the inline backend now, which registers its PNG formatter (ours replaces it) and its rc
+    plt.close(plt.figure())
+    matplotlib.rcParams.update(STYLE)
+    shell.display_formatter.formatters["image/png"].for_type(
+        Figure, lambda fig: base64.b64encode(png_bytes(fig)).decode("ascii") if fig.axes else None)
+
+
+def box(ax, x, y, width, height, text, color="white", fontsize=10, **text_style):
+    """A rounded box with centred text, in data coordinates (the book's diagrams)."""
+    ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.02,rounding_size=0.08",
+                                facecolor=color, edgecolor="black", linewidth=1))
+    ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=fontsize,
+            **text_style)
+
+
+def arrow(ax, start, end, **style):
+    """An arrow from ``start`` to ``end`` in data coordinates."""
+    style = {"arrowstyle": "-|>", "mutation_scale": 12, "linewidth": 1.2} | style
+    ax.add_patch(FancyArrowPatch(start, end, **style))
+
+
+def class_legend(target, names, palette, **options):
+    """A legend of colour swatches, one per class, on an Axes or a Figure; ``palette``: RGB."""
+    handles = [Patch(color=np.array(colour) / 255, label=name)
+               for name, colour in zip(names, palette)]
+    options = {"frameon": False} | options
+    return target.legend(handles=handles, **options)
