@@ -43,7 +43,8 @@ def main():
     if cfg.model == cnn.NAME:  # the CNN baseline of chapter 11: its own folder format
         model = cnn.DeepLabV3Plus.from_config(cfg.model, num_classes=len(CAMVID_CLASSES))
         model.load_state_dict(evaluated_weights(best))
-        model.eval().save_pretrained(args.out, class_names=list(CAMVID_CLASSES), dtype=torch.float16)
+        # float32: the CNN's BatchNorm running variances trained from scratch overflow float16 (inf)
+        model.eval().save_pretrained(args.out, class_names=list(CAMVID_CLASSES), dtype=torch.float32)
         stored = cnn.DeepLabV3Plus.from_pretrained(args.out)
     else:
         model = SegFormer.from_config(cfg.model or "b0", num_classes=len(CAMVID_CLASSES))
