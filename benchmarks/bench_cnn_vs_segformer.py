@@ -8,10 +8,10 @@ chapter 11; the paper's Table 2 reports the FPS of a GPU).
 Latency: the median of ``--reps`` forward passes (batch 1, fp32, eval mode, no gradients) at each
 ``--sizes`` (default: 240x192, the stored B0's test size, CamVid's native 480x360 and Table 2's
 512x512), the two models taking turns within each repetition, the first of each pair alternating.
-Training: the median of ``--steps`` full optimizer steps (forward, cross-entropy at the labels'
-resolution, backward, step) on random crops of ``--crop`` in batches of ``--batch``, as
-``segformer_edu.train`` runs them: AdamW over SegFormer's parameter groups for B0; for the CNN
-mmseg's SGD (momentum 0.9, weight decay 5e-4) and its auxiliary loss (weight 0.4).
+Training: the median of ``--steps`` full optimizer steps (forward, loss, backward, step) on random
+crops of ``--crop`` in batches of ``--batch``, as ``segformer_edu.train`` ran the stored CamVid runs
+(``--runs``: their summary.json): each model's own optimiser and rate, its loss as the trainer
+computes it (the CNN's with its auxiliary head) and the runs' autocast (bf16).
 
 Refuses to start when the 1-minute load average exceeds --max-load (the timings must be this
 CPU's own) and records it before and after. Writes --out (default
@@ -29,32 +29,33 @@ import torch
 from segformer_edu import SegFormer, errors
 from segformer_edu.cnn import NAME as CNN_NAME
 from segformer_edu.cnn import DeepLabV3Plus
-from segformer_edu.losses import segmentation_loss
 from segformer_edu.schedule import build_optimizer
-from segformer_edu.train import cpu_name
+from segformer_edu.train import TrainConfig, cpu_name, model_loss
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 MODELS = ("SegFormer-B0", "DeepLabV3+ / MobileNetV2")
+RUNS = {"SegFormer-B0": RESULTS / "camvid_b0_cpu",  # the stored runs whose settings are timed
+        "DeepLabV3+ / MobileNetV2": RESULTS / "camvid_cnn_cpu"}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def build(name: str, num_classes: int):
-    """(model, optimizer, loss of a batch) for one of ``MODELS``, as the trainer would train it."""
+def build(name: str, num_classes: int, run_folder: Path):
+    """(model, optimizer, loss of a batch) for one of ``MODELS``, as its stored run trained it."""
+    # an older run's summary leaves out the options it ran at their defaults
+    summary = vars(TrainConfig()) | json.loads((run_folder / "summary.json").read_text())
     torch.manual_seed(0)
     if name == "SegFormer-B0":
         model = SegFormer.from_config("b0", num_classes=num_classes)
-        optimizer, _ = build_optimizer(model, lr=1e-3, max_iters=1000, warmup_iters=0)
-
-        def loss(images, labels):
-            return segmentation_loss(model(images), labels)
     else:
         model = DeepLabV3Plus.from_config(CNN_NAME, num_classes=num_classes)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    optimizer, _ = build_optimizer(model, summary["lr"], summary["weight_decay"],
+                                   summary["head_lr_mult"], max_iters=1000, warmup_iters=0,
+                                   optimizer=summary["optimizer"], momentum=summary["momentum"])
 
-        def loss(images, labels):
-            logits, aux = model(images, aux=True)
-            return (segmentation_loss(logits, labels)
-                    + model.config.aux_loss_weight * segmentation_loss(aux, labels))
-    return model, optimizer, loss
+    def loss(images, labels):
+        with torch.autocast("cpu", dtype=DTYPES[summary["dtype"]]):
+            return model_loss(model, model, images, labels, {})
+    return model, optimizer, loss, summary["dtype"]
 
 
 def seconds(call) -> float:
@@ -68,7 +69,7 @@ def latencies(models: dict, size: tuple[int, int], reps: int) -> dict[str, float
     images = torch.randn(1, 3, *size)
     times = {name: [] for name in models}
     with torch.no_grad():
-        for model, _, _ in models.values():
+        for model, *_ in models.values():
             model.eval()(images)
         for rep in range(reps):
             order = list(models) if rep % 2 == 0 else list(reversed(models))
@@ -84,12 +85,12 @@ def training_speeds(models: dict, crop: tuple[int, int], batch: int, steps: int,
     times = {name: [] for name in models}
 
     def step(name):
-        model, optimizer, loss = models[name]
+        model, optimizer, loss, _ = models[name]
         loss(images, labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for model, _, _ in models.values():
+    for model, *_ in models.values():
         model.train()
     for index in range(steps + 2):
         order = list(models) if index % 2 == 0 else list(reversed(models))
@@ -127,7 +128,7 @@ def main():
         raise SystemExit(f"error: load average {load_before:.2f} > {args.max_load}: something "
                          "else holds the cores; stop it (or wait) and run again, so that the "
                          "timings are this CPU's own")
-    models = {name: build(name, args.num_classes) for name in MODELS}
+    models = {name: build(name, args.num_classes, RUNS[name]) for name in MODELS}
     rows = []
     for size in sizes:
         for name, ms in latencies(models, size, args.reps).items():
@@ -139,10 +140,10 @@ def main():
         print(f"{name:26s} training, {crop[0]}x{crop[1]} crops, batch {args.batch}: "
               f"{speed:6.1f} images/s", flush=True)
         rows.append({"part": "training step", "model": name, "crop": list(crop),
-                     "batch": args.batch, "images_per_s": speed})
+                     "batch": args.batch, "dtype": models[name][3], "images_per_s": speed})
     # after: the 1-minute average now counts this benchmark's own threads (about one per core)
     result = {"machine": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "dtype": "fp32", "num_classes": args.num_classes, "reps": args.reps,
+              "inference_dtype": "fp32", "num_classes": args.num_classes, "reps": args.reps,
               "steps": args.steps, "load_average_before": load_before,
               "load_average_after": os.getloadavg()[0], "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
