@@ -43,7 +43,9 @@ def main():
     if cfg.model == cnn.NAME:  # the CNN baseline of chapter 11: its own folder format
         model = cnn.DeepLabV3Plus.from_config(cfg.model, num_classes=len(CAMVID_CLASSES))
         model.load_state_dict(evaluated_weights(best))
-        # float32: the CNN's BatchNorm running variances trained from scratch overflow float16 (inf)
+        # float32 (61 MB), as the stored run was exported: chapter 11's robustness results are keyed
+        # to these weights' digest (float16 would be safe too: save_pretrained keeps BatchNorm's
+        # statistics in float32)
         model.eval().save_pretrained(args.out, class_names=list(CAMVID_CLASSES), dtype=torch.float32)
         stored = cnn.DeepLabV3Plus.from_pretrained(args.out)
     else:

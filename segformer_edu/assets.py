@@ -1,5 +1,6 @@
-"""Files the book's chapters read: a CamVid frame, the CamVid model trained on a CPU (chapters 1, 3,
-7, 8) and the stored measurements in ``book/results`` (chapters 8-10).
+"""Files the book's chapters read: a CamVid frame, the CamVid models trained on a CPU (SegFormer-B0 in
+chapters 1, 3, 7, 8, 10, 11; the CNN it is compared with in chapter 11) and the stored measurements
+in ``book/results`` (chapters 8-11).
 
 Inside a checkout the chapters run from ``book/`` and find them there. On Colab a chapter arrives
 alone, so each file is downloaded once from the book's repository into
@@ -16,6 +17,8 @@ REPOSITORY_FILES = "https://raw.githubusercontent.com/segformer-edu/segformer-ed
 FRAME = "assets/camvid_0001TP_006690.jpg"
 FRAME_LABEL = "assets/camvid_0001TP_006690_label.png"
 TRAINED_CAMVID = "results/camvid_b0_cpu"  # SegFormer-B0 trained from scratch on CamVid (chapter 8)
+# DeepLabV3+ / MobileNetV2 trained the same way for the same time (chapter 11)
+TRAINED_CAMVID_CNN = "results/camvid_cnn_cpu"
 OFFLINE = ("without a network, run the chapter from the book/ folder of a checkout of the book's "
            "repository, where the file is")
 
@@ -39,7 +42,7 @@ def book_file(relative: str, book_dir: str | Path = ".") -> Path:
 
 
 def result_file(name: str, book_dir: str | Path = ".") -> Path:
-    """``book/results/<name>``, a stored measurement or run (chapters 8-10), found or fetched as
+    """``book/results/<name>``, a stored measurement or run (chapters 8-11), found or fetched as
     ``book_file``."""
     return book_file(f"results/{name}", book_dir)
 
@@ -52,6 +55,16 @@ def trained_camvid_model(book_dir: str | Path = "."):
     files = [book_file(f"{TRAINED_CAMVID}/{name}", book_dir)
              for name in ("config.json", "model.safetensors")]
     return SegFormer.from_pretrained(files[0].parent)
+
+
+def trained_camvid_cnn(book_dir: str | Path = "."):
+    """The CNN of chapter 11, DeepLabV3+ / MobileNetV2 trained on CamVid as chapter 8's model
+    (11 classes, eval mode), from the book's folder or the repository."""
+    from .cnn import DeepLabV3Plus
+
+    files = [book_file(f"{TRAINED_CAMVID_CNN}/{name}", book_dir)
+             for name in ("config.json", "model.safetensors")]
+    return DeepLabV3Plus.from_pretrained(files[0].parent)
 
 
 def segment_frame(model, frame, scale: tuple[int, int] | None = (240, 180)):

@@ -72,3 +72,10 @@ def test_a_lone_chapter_offline_gets_one_line_that_says_what_to_do(tmp_path, mon
     assert len(shown) == 1 and shown[0].startswith(f"DownloadError: book/{assets.FRAME} is neither in ")
     assert "run the chapter from the book/ folder of a checkout" in shown[0]
     assert "SEGFORMER_DATA" not in shown[0] and ".part" not in shown[0]
+
+
+def test_the_stored_cnn_loads_in_eval_mode_with_camvids_classes():
+    model = assets.trained_camvid_cnn(BOOK)
+    assert not model.training and model.config.num_classes == len(data.CAMVID_CLASSES)
+    config = json.loads((BOOK / assets.TRAINED_CAMVID_CNN / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(11)] == list(data.CAMVID_CLASSES)

@@ -174,6 +174,23 @@ def test_save_and_load_round_trip_in_eval_mode(model, tmp_path):
         tmp_path / "fp32" / "model.safetensors").stat().st_size * 0.6
 
 
+def test_float16_keeps_batchnorm_statistics_beyond_its_range(model, tmp_path):
+    """A running variance of the CamVid run reached 7.9e5; in float16 it would read back as inf."""
+    trained = DeepLabV3Plus.from_config(num_classes=11).eval()
+    trained.load_state_dict(model.state_dict())
+    variance = trained.decoder.aspp.bottleneck[1].running_var
+    variance.mul_(8e5)
+    trained.save_pretrained(tmp_path, dtype=torch.float16)
+    loaded = DeepLabV3Plus.from_pretrained(tmp_path)
+    assert torch.equal(loaded.decoder.aspp.bottleneck[1].running_var, variance)
+    assert loaded.encoder.stem[0].weight.dtype == torch.float32
+    images = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        logits = loaded(images)
+        assert torch.isfinite(logits).all()
+        assert torch.allclose(logits, trained(images), atol=1e-2)
+
+
 def test_loading_refuses_what_is_not_this_model(model, tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json and model.safetensors"):
         DeepLabV3Plus.from_pretrained(tmp_path)
