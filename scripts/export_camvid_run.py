@@ -3,9 +3,10 @@ afresh on the 233 test frames, beside the run's logs and figures.
 
     python scripts/export_camvid_run.py --run runs/camvid_b0_cpu --out book/results/camvid_b0_cpu
 
-Writes to --out: ``config.json`` (the 11 class names as labels) and ``model.safetensors`` (fp16), loadable by
-``SegFormer.from_pretrained`` and transformers' ``SegformerForSemanticSegmentation.from_pretrained``;
-``test_metrics.json`` from the stored fp16 weights themselves (predictions resized to the 360x480 labels, void
+Writes to --out: ``config.json`` (the 11 class names as labels) and ``model.safetensors`` (SegFormer in fp16,
+loadable by ``SegFormer.from_pretrained`` and transformers' ``SegformerForSemanticSegmentation.from_pretrained``;
+chapter 11's CNN in fp32, loadable by ``DeepLabV3Plus.from_pretrained``); ``test_metrics.json`` from the stored
+weights themselves (predictions resized to the 360x480 labels, void
 ignored); ``train_log.jsonl``, ``metrics.jsonl``, ``curves.png``, ``summary.json`` (machine, threads, dtype,
 wall time, iterations, images seen, evaluation scale, command).
 """
@@ -47,18 +48,19 @@ def main():
         # to these weights' digest (float16 would be safe too: save_pretrained keeps BatchNorm's
         # statistics in float32)
         model.eval().save_pretrained(args.out, class_names=list(CAMVID_CLASSES), dtype=torch.float32)
-        stored = cnn.DeepLabV3Plus.from_pretrained(args.out)
+        stored, weights = cnn.DeepLabV3Plus.from_pretrained(args.out), "model.safetensors (fp32)"
     else:
         model = SegFormer.from_config(cfg.model or "b0", num_classes=len(CAMVID_CLASSES))
         model.load_state_dict(evaluated_weights(best))
         save_pretrained(model.eval(), args.out, class_names=list(CAMVID_CLASSES), dtype=torch.float16)
         stored = SegFormer.from_pretrained(args.out).eval()  # what a reader loads: fp16 weights in fp32
+        weights = "model.safetensors (fp16)"
     test_set, names = datasets(cfg, "test")
     start = time.perf_counter()
     metrics = evaluate(stored, test_set, len(names), torch.device("cpu"), names=names)
     seconds = time.perf_counter() - start
     test_metrics = {"iter": best["iteration"], "split": "test", "frames": len(test_set),
-                    "eval_scale": cfg.val_scale, "weights": "model.safetensors (fp16)"} | metrics
+                    "eval_scale": cfg.val_scale, "weights": weights} | metrics
     (args.out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
 
     for name in ("train_log.jsonl", "metrics.jsonl"):
