@@ -15,7 +15,7 @@ computes it (the CNN's with its auxiliary head) and the runs' autocast (bf16).
 
 Refuses to start when the 1-minute load average exceeds --max-load (the timings must be this
 CPU's own) and records it before and after. Writes --out (default
-book/results/speed_cnn_vs_segformer_cpu.json).
+book/results/cnn_vs_segformer_speed_cpu.json).
 """
 
 import json
@@ -118,7 +118,7 @@ def main():
     parser.add_argument("--num-classes", type=int, default=11, help="CamVid's 11")
     parser.add_argument("--max-load", type=float, default=0.5,
                         help="refuse to start when the 1-minute load average exceeds this")
-    parser.add_argument("--out", type=Path, default=RESULTS / "speed_cnn_vs_segformer_cpu.json",
+    parser.add_argument("--out", type=Path, default=RESULTS / "cnn_vs_segformer_speed_cpu.json",
                         help="the JSON it writes")
     args = parser.parse_args()
     sizes, crop = [parse_size(size) for size in args.sizes], parse_size(args.crop)
