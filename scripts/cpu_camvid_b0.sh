@@ -16,7 +16,7 @@
 #   and tested at 240x180 with predictions resized to the 360x480 labels): the learning-rate sweep
 #   (scripts/cpu_camvid_sweep.py lr, sweep.json); the paper's 6e-5 assumes an ImageNet-pretrained encoder;
 # - the loss and regularisation: the one-change-at-a-time sweep (scripts/cpu_camvid_sweep.py levers,
-#   levers.json), RECIPE below;
+#   levers.json), below;
 # - MAX_ITERS: 8,000 steps of batch 8 fit in 2 hours of this machine at 10-11 images/s, the speed a run got
 #   while the machine's cores also served other work (18 images/s alone), validations included.
 set -euo pipefail
@@ -27,23 +27,10 @@ MAX_ITERS=${MAX_ITERS:-8000}
 LR=${LR:-1e-3}
 VAL_INTERVAL=${VAL_INTERVAL:-500}
 PYTHON=${PYTHON:-python}
-# ENet's class weights: the best single change (33.0 % val mIoU in 300 iterations against 28.5 % for the base
-# run, whose second seed reached 27.9 %); median-frequency weights reached 31.1 %, OHEM 29.0 %, stochastic depth
-# 0 30.1 % alone but 32.6 % beside ENet's weights; EMA, label smoothing, a longer warm-up and larger frames did
-# no better than the base.
-RECIPE=(--class-weights enet)
+# The loss weights the classes as ENet does (camvid_cpu_run.sh, for both CPU runs): the best single change (33.0 %
+# val mIoU in 300 iterations against 28.5 % for the base run, whose second seed reached 27.9 %); median-frequency
+# weights reached 31.1 %, OHEM 29.0 %, stochastic depth 0 30.1 % alone but 32.6 % beside ENet's weights; EMA,
+# label smoothing, a longer warm-up and larger frames did no better than the base.
 
-mkdir -p "$OUT_DIR"
-[ -f "$OUT_DIR/started_at" ] || date +%s > "$OUT_DIR/started_at"
-
-"$PYTHON" -m segformer_edu.train \
-    --dataset camvid --model b0 --crop-size 180 240 --scale 240 180 --ratio-range 0.5 2.0 \
-    --val-scale 240 180 \
-    --batch-size 8 --max-iters "$MAX_ITERS" --lr "$LR" --head-lr-mult 10 --warmup-iters $((MAX_ITERS / 20)) \
-    "${RECIPE[@]}" \
-    --val-interval "$VAL_INTERVAL" --log-interval 25 --num-workers 0 --amp bf16 \
-    --resume --no-progress --out-dir "$OUT_DIR"
-
-wall=$(( $(date +%s) - $(cat "$OUT_DIR/started_at") ))
-"$PYTHON" scripts/export_camvid_run.py --run "$OUT_DIR" --out "$RESULTS" --wall-seconds "$wall" \
-    --command "MAX_ITERS=$MAX_ITERS LR=$LR bash scripts/cpu_camvid_b0.sh"
+source "$(dirname "$0")/camvid_cpu_run.sh"
+run_camvid_cpu b0 "MAX_ITERS=$MAX_ITERS LR=$LR bash scripts/cpu_camvid_b0.sh" --lr "$LR" --head-lr-mult 10
