@@ -32,7 +32,6 @@ def main():
     parser.add_argument("--run", type=Path, required=True, help="the run's out_dir (best.pt, logs)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", default=None, help="the command that made the run, recorded in summary.json")
-    parser.add_argument("--wall-seconds", type=float, default=None, help="the run's wall time, recorded as well")
     args = parser.parse_args()
 
     best_path = args.run / "best.pt"
@@ -71,7 +70,8 @@ def main():
         "machine": cpu_name(), "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
         "dtype": cfg.amp, "iterations": latest["iteration"], "batch_size": cfg.batch_size,
         "images_seen": latest["iteration"] * cfg.batch_size, "train_hours": latest["train_seconds"] / 3600,
-        "wall_hours": args.wall_seconds / 3600 if args.wall_seconds else None,
+        # the trainer's own count over resumed calls, pauses left out (None from a checkpoint before the count)
+        "wall_hours": latest["wall_seconds"] / 3600 if latest.get("wall_seconds") else None,
         "best_iteration": best["iteration"], "best_val_miou": best["best_miou"], "test_miou": metrics["miou"],
         "crop_size": cfg.crop_size, "scale": cfg.scale, "ratio_range": cfg.ratio_range, "eval_scale": cfg.val_scale,
         "model": cfg.model or "b0", "optimizer": cfg.optimizer, "momentum": cfg.momentum,

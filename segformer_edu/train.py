@@ -521,7 +521,8 @@ class Parts:
 @dataclass
 class Progress:
     """Where the run stands; ``run_time``: seconds in training steps of this call, not
-    validation."""
+    validation; ``wall_before``: wall seconds of the earlier calls up to their last save (None
+    when the checkpoint predates the count), pauses between calls left out."""
 
     iteration: int = 0
     best_miou: float = -1.0
@@ -529,9 +530,17 @@ class Progress:
     saved_at: int | None = None
     seconds_before: float = 0.0
     run_time: float = 0.0
+    wall_before: float | None = 0.0
+    call_start: float = field(default_factory=time.monotonic)
     losses: list = field(default_factory=list)
     metrics: dict | None = None
     logged: tuple[float, int] = (0.0, 0)  # (run_time, iteration) of the last log line
+
+    def wall_seconds(self) -> float | None:
+        """Wall time of the work the run keeps: every call's, setup and validation included."""
+        if self.wall_before is None:
+            return None
+        return self.wall_before + time.monotonic() - self.call_start
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -830,7 +839,8 @@ def restore(cfg: TrainConfig, parts: Parts, state: dict | None, run: Run) -> Pro
         run.say("resumed with changed settings: " + "; ".join(changed))
     return Progress(iteration=start, best_miou=state["best_miou"],
                     best_iteration=state.get("best_iteration"), saved_at=start,
-                    seconds_before=state["train_seconds"], logged=(0.0, start))
+                    seconds_before=state["train_seconds"], wall_before=state.get("wall_seconds"),
+                    logged=(0.0, start))
 
 
 def distributed(model: nn.Module, run: Run) -> nn.Module:
@@ -959,7 +969,8 @@ def checkpoint(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: P
             "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(),
             "iteration": progress.iteration, "best_miou": progress.best_miou,
             "best_iteration": progress.best_iteration,
-            "train_seconds": progress.seconds_before + progress.run_time, "rng": rng,
+            "train_seconds": progress.seconds_before + progress.run_time,
+            "wall_seconds": progress.wall_seconds(), "rng": rng,
             "config": asdict(cfg), "classes": data.names,
             "palette": palette_of(data.train, cfg.dataset)} | ema
 
@@ -1003,6 +1014,7 @@ def finish(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progr
                "best_iteration": progress.best_iteration,
                # over all resumed calls
                "train_seconds": progress.seconds_before + progress.run_time,
+               "wall_seconds": progress.wall_seconds(),
                "images_per_s": (progress.iteration - start) * cfg.batch_size * world
                / max(progress.run_time, 1e-9),  # this call
                "device": torch.cuda.get_device_name(run.device) if run.device.type == "cuda"
@@ -1036,6 +1048,7 @@ def train(cfg: TrainConfig) -> dict:
     and after ``save_minutes`` without a save, and whatever stops the run leaves the last
     one intact and says where.
     """
+    started = time.monotonic()
     rank, world, device = setup_distributed()
     cfg, min_side = check_config(cfg, device, say=print if rank == 0 else lambda line: None)
     run = Run(rank, world, device, Path(cfg.out_dir))
@@ -1055,6 +1068,7 @@ def train(cfg: TrainConfig) -> dict:
     data = prepare_data(cfg, run, min_side, resumed)  # every file checked before the first step
     parts = build(cfg, data, run)  # model, average, optimizer, schedule, autocast, scaler
     progress = restore(cfg, parts, resumed, run)  # from latest.pt, or a fresh start
+    progress.call_start = started  # the wall time counts this call's setup too
     if resumed is None:
         clear_old_run(run)
     start = progress.iteration

@@ -130,6 +130,25 @@ def test_resume_continues_the_uninterrupted_loss_curve(cfg, tmp_path):
     assert log == [1, 2, 3, 4, 5, 6]  # nothing lost, nothing twice
 
 
+def test_wall_time_sums_the_calls_and_leaves_out_the_pause_between(cfg):
+    import time
+
+    def wall_in_latest():
+        return torch.load(Path(cfg.out_dir) / "latest.pt", weights_only=True)["wall_seconds"]
+
+    start = time.monotonic()
+    trainer.train(replace(cfg, val_interval=100, stop_at=3))
+    first = time.monotonic() - start
+    after_first = wall_in_latest()
+    assert 0.5 * first < after_first <= first  # the call, from its setup to its last save
+    time.sleep(2)  # the run waits, killed, before someone resumes it
+    start = time.monotonic()
+    summary = trainer.train(replace(cfg, val_interval=100, resume=True))
+    second = time.monotonic() - start
+    # the second call adds its own time to the first's, and not the 2 s between them
+    assert after_first < wall_in_latest() <= summary["wall_seconds"] <= after_first + second
+
+
 def test_atomic_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "latest.pt"
     save_atomic({"iteration": 3}, path)
