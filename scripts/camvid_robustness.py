@@ -129,16 +129,6 @@ def write_atomic(path: Path, record: dict) -> None:
     os.replace(temporary, path)
 
 
-def corrupted_samples(test_set, indices: list[int], name: str, severity: int,
-                      seed: int) -> list:
-    samples = []
-    for index in indices:
-        image, label = test_set.load(index)  # (360, 480, 3) uint8, (360, 480) uint8
-        frame_seed = corruptions.frame_seed(seed, name, severity, index)
-        samples.append((corruptions.corrupt(image, name, severity, frame_seed), label))
-    return samples
-
-
 def run(args) -> dict:
     requested = parse_models(args.model or list(DEFAULT_MODELS))
     names = [corruptions.check_name(name)
@@ -176,7 +166,7 @@ def run(args) -> dict:
             missing = [model_name for model_name in models if model_name not in entry]
             if not missing:
                 continue
-            samples = corrupted_samples(test_set, indices, name, severity, args.seed)
+            samples = corruptions.corrupt_frames(test_set, indices, name, severity, args.seed)
             for model_name in missing:
                 model, transform, _ = models[model_name]
                 metrics = evaluate(model, Frames(samples, transform), len(data.CAMVID_CLASSES),

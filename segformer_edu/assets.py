@@ -47,14 +47,20 @@ def result_file(name: str, book_dir: str | Path = ".") -> Path:
     return book_file(f"results/{name}", book_dir)
 
 
+def stored_model_folder(relative: str, book_dir: str | Path = ".") -> Path:
+    """The folder ``book/<relative>`` with the two files ``save_pretrained`` writes, found or
+    fetched as ``book_file``."""
+    files = [book_file(f"{relative}/{name}", book_dir)
+             for name in ("config.json", "model.safetensors")]
+    return files[0].parent
+
+
 def trained_camvid_model(book_dir: str | Path = "."):
     """The CamVid model of chapter 8 (11 classes, eval mode), from the book's folder or the
     repository."""
     from .model import SegFormer
 
-    files = [book_file(f"{TRAINED_CAMVID}/{name}", book_dir)
-             for name in ("config.json", "model.safetensors")]
-    return SegFormer.from_pretrained(files[0].parent)
+    return SegFormer.from_pretrained(stored_model_folder(TRAINED_CAMVID, book_dir))
 
 
 def trained_camvid_cnn(book_dir: str | Path = "."):
@@ -62,9 +68,7 @@ def trained_camvid_cnn(book_dir: str | Path = "."):
     (11 classes, eval mode), from the book's folder or the repository."""
     from .cnn import DeepLabV3Plus
 
-    files = [book_file(f"{TRAINED_CAMVID_CNN}/{name}", book_dir)
-             for name in ("config.json", "model.safetensors")]
-    return DeepLabV3Plus.from_pretrained(files[0].parent)
+    return DeepLabV3Plus.from_pretrained(stored_model_folder(TRAINED_CAMVID_CNN, book_dir))
 
 
 def segment_frame(model, frame, scale: tuple[int, int] | None = (240, 180)):

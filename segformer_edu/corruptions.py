@@ -71,6 +71,18 @@ def corrupt(frame: np.ndarray, name: str, severity: int, seed: int) -> np.ndarra
         np.random.set_state(state)
 
 
+def corrupt_frames(dataset, indices: list[int], name: str, severity: int, seed: int) -> list:
+    """(corrupted image, label) for the frames ``indices`` of ``dataset`` (its ``load``: an RGB
+    frame (H, W, 3) uint8 and its label): the frames scripts/camvid_robustness.py tested, each
+    seeded by ``frame_seed``, so the same pixels wherever they are made."""
+    pairs = []
+    for index in indices:
+        image, label = dataset.load(index)
+        frame_rng = frame_seed(seed, name, severity, index)
+        pairs.append((corrupt(image, name, severity, frame_rng), label))
+    return pairs
+
+
 def versions() -> dict[str, str]:
     """The versions that fix what the corruptions compute: the package and what it calls."""
     from importlib.metadata import PackageNotFoundError, version

@@ -13,7 +13,8 @@ from torch.utils.data import Subset
 
 from segformer_edu import corruptions
 from segformer_edu.cnn import DeepLabV3Plus
-from segformer_edu.corruptions import CORRUPTIONS, GROUPS, corrupt, frame_seed, severities
+from segformer_edu.corruptions import (CORRUPTIONS, GROUPS, corrupt, corrupt_frames, frame_seed,
+                                      severities)
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME = ROOT / "book" / "assets" / "camvid_0001TP_006690.jpg"  # a CamVid frame, 480x360
@@ -70,6 +71,18 @@ def test_each_frame_and_setting_draws_its_own_seed():
              for severity in severities(name) for index in range(3)}
     assert len(seeds) == 3 * sum(len(severities(name)) for name in CORRUPTIONS)
     assert frame_seed(0, "fog", 2, 5) == frame_seed(0, "fog", 2, 5) != frame_seed(1, "fog", 2, 5)
+
+
+def test_corrupt_frames_gives_each_frame_its_own_seeded_corruption(frame):
+    class TwoFrames:  # a dataset's load: (image, label)
+        def load(self, index):
+            return frame, np.full(frame.shape[:2], index, np.uint8)
+
+    pairs = corrupt_frames(TwoFrames(), [0, 5], "gaussian_noise", 2, seed=3)
+    for (image, label), index in zip(pairs, [0, 5]):
+        expected = corrupt(frame, "gaussian_noise", 2, frame_seed(3, "gaussian_noise", 2, index))
+        assert np.array_equal(image, expected) and (label == index).all()
+    assert not np.array_equal(pairs[0][0], pairs[1][0])
 
 
 def test_bad_requests_get_one_line(frame):
