@@ -30,7 +30,8 @@ from segformer_edu import SegFormer, errors
 from segformer_edu.cnn import NAME as CNN_NAME
 from segformer_edu.cnn import DeepLabV3Plus
 from segformer_edu.schedule import build_optimizer
-from segformer_edu.train import TrainConfig, cpu_name, model_loss
+from segformer_edu.system import cpu_name
+from segformer_edu.train import TrainConfig, model_loss
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 MODELS = ("SegFormer-B0", "DeepLabV3+ / MobileNetV2")

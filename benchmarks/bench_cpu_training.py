@@ -23,17 +23,11 @@ import torch
 from segformer_edu import SegFormer
 from segformer_edu.data import camvid
 from segformer_edu.schedule import build_optimizer
-from segformer_edu.train import cpu_name, segmentation_loss
+from segformer_edu.system import cpu_bf16_flags, cpu_name
+from segformer_edu.train import segmentation_loss
 from segformer_edu.transforms import TrainTransform
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
-
-
-def cpu_bf16_flags() -> list[str]:
-    """The native bf16 instruction sets /proc/cpuinfo lists (AVX-512 BF16, AMX)."""
-    info = Path("/proc/cpuinfo")
-    flags = set(info.read_text().split()) if info.exists() else set()
-    return sorted({"avx512_bf16", "amx_bf16", "amx_tile"} & flags)
 
 
 def step_images_per_s(variant: str, crop: tuple[int, int], batch: int, dtype, steps: int, channels_last: bool) -> float:

@@ -28,7 +28,8 @@ import torch
 
 from segformer_edu import export
 from segformer_edu.assets import trained_camvid_model
-from segformer_edu.train import TrainConfig, cpu_name, datasets
+from segformer_edu.system import cpu_name
+from segformer_edu.train import TrainConfig, datasets
 
 SIZES = [(512, 512), (360, 480)]
 ROOT = Path(__file__).resolve().parents[1]

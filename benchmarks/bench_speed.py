@@ -30,7 +30,7 @@ import torch
 from segformer_edu import SegFormer
 from segformer_edu.checkpoint import save_pretrained
 from segformer_edu.flops import analytic_macs, total
-from segformer_edu.train import cpu_name
+from segformer_edu.system import cpu_name
 
 # dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets, by a substring of
 # torch.cuda.get_device_name(); the first match wins, so more specific names come first

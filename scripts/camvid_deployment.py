@@ -24,7 +24,8 @@ import torch
 
 from segformer_edu import export
 from segformer_edu.assets import trained_camvid_model
-from segformer_edu.train import TrainConfig, cpu_name, datasets, evaluate
+from segformer_edu.system import cpu_name
+from segformer_edu.train import TrainConfig, datasets, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SCALE = (240, 180)  # (long, short) side, as the run was validated and tested

@@ -32,7 +32,8 @@ import torch
 from segformer_edu import SegFormer, corruptions, data, errors
 from segformer_edu.cnn import NAME as CNN_NAME
 from segformer_edu.cnn import DeepLabV3Plus
-from segformer_edu.train import cpu_name, evaluate
+from segformer_edu.system import cpu_name
+from segformer_edu.train import evaluate
 from segformer_edu.transforms import EvalTransform
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,16 @@ import torch
 from segformer_edu import SegFormer, cnn
 from segformer_edu.checkpoint import evaluated_weights, save_pretrained
 from segformer_edu.data import CAMVID_CLASSES
-from segformer_edu.train import TrainConfig, cpu_name, datasets, evaluate, plot_curves, read_jsonl
+from segformer_edu.system import cpu_name
+from segformer_edu.train import TrainConfig, datasets, evaluate, load_summary, plot_curves, read_jsonl
+
+
+def run_record(run: Path, latest: dict) -> dict:
+    """What the trainer's own summary.json says of the run beyond its config: the precision it trained in and
+    why; and the load average while it trained, over every resumed call (whether it had the cores to itself)."""
+    trained = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    return {"precision": trained.get("precision"), "precision_reason": trained.get("precision_reason"),
+            **load_summary(latest.get("load_averages", []))}
 
 
 def main():
@@ -81,6 +90,7 @@ def main():
         "drop_path_rate": cfg.drop_path_rate, "ema_decay": cfg.ema_decay,
         "max_iters": cfg.max_iters, "final_images_per_s": log[-1]["images_per_s"] if log else None,
         "test_eval_seconds": seconds, "command": args.command, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "seed": cfg.seed, **run_record(args.run, latest),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"test mIoU {100 * metrics['miou']:.2f} % (iteration {best['iteration']}), written to {args.out}")

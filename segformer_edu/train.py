@@ -20,9 +20,7 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
-import re
 import shlex
 import signal
 import sys
@@ -47,6 +45,7 @@ from .config import VARIANTS, SegFormerConfig
 from .losses import CLASS_WEIGHTINGS, class_weights, segmentation_loss
 from .model import SegFormer
 from .schedule import OPTIMIZERS, build_optimizer
+from .system import Precision, available_cpus, choose_precision, free_memory
 
 IGNORE_INDEX = 255  # the data module's value; padding and CamVid's void
 DEFAULT_MODEL = "b0"
@@ -56,11 +55,6 @@ RESTARTABLE = {"data_root", "out_dir", "resume", "overwrite", "progress", "stop_
 # what a run writes; --overwrite removes these, nothing else
 RUN_FILES = ("latest.pt", "best.pt", "train_log.jsonl", "metrics.jsonl", "summary.json",
              "test_metrics.json", "curves.png", "predictions.png")
-
-
-def available_cpus() -> int:
-    """The cores this process may run on (its affinity, as PyTorch's DataLoader counts them)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def arg(default, help: str):
@@ -131,8 +125,9 @@ class TrainConfig:
                                                      "(0: exact resume); the default is at most "
                                                      "this machine's cores")
     seed: int = arg(0, "seed of weights, data order and augmentation")
-    amp: str = arg("auto", "auto (on a GPU bf16 where it has it, else fp16 with a scaler; on a CPU "
-                           "bf16 with AMX, else fp32), bf16, fp16, fp32")
+    amp: str = arg("auto", "auto (bf16 where the processor computes it natively: a CPU with "
+                           "AVX-512 BF16 or AMX, a GPU of compute capability 8 or later; fp16 with "
+                           "a gradient scaler on older GPUs; else fp32), bf16, fp16, fp32")
     in_memory: bool = arg(True, "decode every frame once and keep it in memory, when that takes "
                                 "under a quarter of the free memory")
     resume: bool = arg(False, "continue the run in out_dir from its latest.pt (a new run if it has "
@@ -183,16 +178,6 @@ def datasets(cfg: TrainConfig, split: str):
                               cfg.reduce_zero_label, cfg.ignore_index)
         return dataset, dataset.names
     raise ValueError(f"unknown --dataset {cfg.dataset!r}: camvid, ade20k or folder")
-
-
-def free_memory() -> int:
-    """Bytes of memory available now (Linux's MemAvailable); 0 where that cannot be read."""
-    try:
-        lines = Path("/proc/meminfo").read_text().splitlines()
-        line = next(line for line in lines if line.startswith("MemAvailable"))
-    except (OSError, StopIteration):
-        return 0
-    return int(line.split()[1]) * 1024
 
 
 def preload_if_it_fits(splits: list, progress: bool = False) -> bool:
@@ -257,35 +242,6 @@ class InfiniteSampler(Sampler[int]):
 
 
 # ----------------------------------------------------------------------------- the pieces of a step
-
-def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX tiles for bf16 (Intel Sapphire Rapids and later), as /proc/cpuinfo
-    lists them."""
-    info = Path("/proc/cpuinfo")
-    return info.exists() and "amx_bf16" in info.read_text().split()
-
-
-def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. auto: bf16 where the GPU has it (no scaler needed),
-    else fp16; on a CPU, bf16 where it has AMX, else fp32. Measured with
-    benchmarks/bench_cpu_training.py on 2 cores: with AMX, bf16 made B0's training step about 1.5x
-    faster; on a CPU with AVX-512 BF16 but no AMX it was slower.
-    """
-    if amp not in ("auto", "bf16", "fp16", "fp32"):
-        raise ValueError(f"amp must be auto, bf16, fp16 or fp32, not {amp!r}")
-    if amp == "fp32":
-        return None
-    if device.type != "cuda":
-        if amp == "fp16":
-            raise ValueError("fp16 autocast needs a GPU; on a CPU use --amp bf16 or fp32")
-        return torch.bfloat16 if amp == "bf16" or cpu_has_amx() else None
-    if amp == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bf16: use --amp fp16 or "
-                         "fp32")
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, num_classes: int, device: torch.device,
@@ -419,14 +375,6 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def cpu_name() -> str:
-    """The processor's name as the OS reports it (Linux's /proc/cpuinfo), for the summaries that
-    state a machine."""
-    info = Path("/proc/cpuinfo")
-    names = re.findall(r"model name\s*:\s*(.*)", info.read_text()) if info.exists() else []
-    return names[0] if names else platform.processor() or platform.machine()
-
-
 def setup_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device): from torchrun's environment variables, else a single process."""
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -509,7 +457,12 @@ class Parts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    dtype: torch.dtype | None
+    precision: Precision
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype; None: float32."""
+        return self.precision.dtype
 
     @property
     def evaluated(self) -> nn.Module:
@@ -535,6 +488,8 @@ class Progress:
     losses: list = field(default_factory=list)
     metrics: dict | None = None
     logged: tuple[float, int] = (0.0, 0)  # (run_time, iteration) of the last log line
+    # the 1-minute load average at each log line, over every call: whether the run had the cores
+    loads: list = field(default_factory=list)
 
     def wall_seconds(self) -> float | None:
         """Wall time of the work the run keeps: every call's, setup and validation included."""
@@ -633,7 +588,7 @@ def check_choices(cfg: TrainConfig, device: torch.device) -> None:
     if cfg.resume and cfg.overwrite:
         raise ValueError("--resume continues the run in --out-dir, --overwrite replaces it: pass "
                          "one of them")
-    autocast_dtype(device, cfg.amp)  # an amp this device cannot run fails here
+    choose_precision(device, cfg.amp)  # an amp this device cannot run fails here
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not "
                          f"{cfg.optimizer!r}")
@@ -798,9 +753,10 @@ def build(cfg: TrainConfig, data: Data, run: Run) -> Parts:
     optimizer, scheduler = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult,
                                            cfg.max_iters, cfg.warmup_iters, cfg.warmup_ratio,
                                            cfg.power, cfg.optimizer, cfg.momentum, cfg.min_lr)
-    dtype = autocast_dtype(run.device, cfg.amp)
-    scaler = torch.amp.GradScaler(run.device.type, enabled=dtype == torch.float16)
-    return Parts(model, ema, optimizer, scheduler, scaler, dtype)
+    precision = choose_precision(run.device, cfg.amp)
+    run.say(f"precision: {precision.name} ({precision.reason})")
+    scaler = torch.amp.GradScaler(run.device.type, enabled=precision.dtype == torch.float16)
+    return Parts(model, ema, optimizer, scheduler, scaler, precision)
 
 
 def clear_old_run(run: Run) -> None:
@@ -840,7 +796,7 @@ def restore(cfg: TrainConfig, parts: Parts, state: dict | None, run: Run) -> Pro
     return Progress(iteration=start, best_miou=state["best_miou"],
                     best_iteration=state.get("best_iteration"), saved_at=start,
                     seconds_before=state["train_seconds"], wall_before=state.get("wall_seconds"),
-                    logged=(0.0, start))
+                    logged=(0.0, start), loads=list(state.get("load_averages", [])))
 
 
 def distributed(model: nn.Module, run: Run) -> nn.Module:
@@ -931,6 +887,8 @@ def log_step(cfg: TrainConfig, run: Run, progress: Progress, lr: float, head_lr:
     images = (iteration - logged_iteration) * cfg.batch_size * run.world
     speed = images / (progress.run_time - logged_time)
     progress.logged = (progress.run_time, iteration)
+    if hasattr(os, "getloadavg"):
+        progress.loads.append(round(os.getloadavg()[0], 2))
     loss = progress.losses[-1]
     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
     if run.main:
@@ -971,7 +929,7 @@ def checkpoint(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: P
             "best_iteration": progress.best_iteration,
             "train_seconds": progress.seconds_before + progress.run_time,
             "wall_seconds": progress.wall_seconds(), "rng": rng,
-            "config": asdict(cfg), "classes": data.names,
+            "load_averages": progress.loads, "config": asdict(cfg), "classes": data.names,
             "palette": palette_of(data.train, cfg.dataset)} | ema
 
 
@@ -1005,6 +963,15 @@ def validate_and_save(cfg: TrainConfig, parts: Parts, data: Data, run: Run, prog
     progress.saved_at = progress.iteration
 
 
+def load_summary(loads: list[float]) -> dict:
+    """The load average while the run trained (sampled at each log line) beside the cores it had:
+    a load above them means the run shared its cores with other work."""
+    if not loads:
+        return {"load_average": None}
+    return {"load_average": {"mean": round(sum(loads) / len(loads), 2), "max": max(loads),
+                             "samples": len(loads), "cpus": available_cpus()}}
+
+
 def finish(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progress, start: int,
            status: str, signum: int | None) -> dict:
     """The summary; at the end of the run also summary.json, curves.png, predictions.png and, with
@@ -1019,7 +986,11 @@ def finish(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progr
                / max(progress.run_time, 1e-9),  # this call
                "device": torch.cuda.get_device_name(run.device) if run.device.type == "cuda"
                else "cpu",
-               "world_size": world, "out_dir": str(run.out), "signal": signum}
+               "world_size": world, "out_dir": str(run.out), "signal": signum,
+               "seed": cfg.seed, "precision": parts.precision.name,
+               "precision_reason": parts.precision.reason,
+               "images_seen": progress.iteration * cfg.batch_size * world,
+               **load_summary(progress.loads)}
     test_metrics = None
     if run.main and progress.iteration == cfg.max_iters:
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -110,7 +110,7 @@ def test_the_default_folder_is_named_after_dataset_and_model():
     ({"batch_size": 0}, "--batch-size must be positive"),
     ({"val_interval": 0}, "--val-interval must be positive"),
     ({"crop_size": (16, 64)}, r"--crop-size 16 64 is under the model's smallest side, 29 px"),
-    ({"amp": "fp16"}, "fp16 autocast needs a GPU"),
+    ({"amp": "fp16"}, "--amp fp16 needs a GPU"),
     ({"model": "b9"}, "--model 'b9' is not a model"),
     ({"resume": True, "overwrite": True}, "pass one of them"),
     ({"ohem_thresh": 1.5}, r"--ohem-thresh is a probability in \(0, 1\]"),

@@ -225,20 +225,6 @@ def test_an_error_in_a_data_loading_worker_is_one_line(cfg, tiny_dataset):
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_cpu_autocast_is_bf16_with_amx_else_fp32_unless_asked_for(monkeypatch, amx):
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(trainer, "cpu_has_amx", lambda: amx)
-    # measured: 1.6x faster in bf16 with AMX, slower without it
-    assert trainer.autocast_dtype(cpu, "auto") == (torch.bfloat16 if amx else None)
-    assert trainer.autocast_dtype(cpu, "bf16") == torch.bfloat16
-    assert trainer.autocast_dtype(cpu, "fp32") is None
-    with pytest.raises(ValueError, match="fp16 autocast needs a GPU"):
-        trainer.autocast_dtype(cpu, "fp16")
-    with pytest.raises(ValueError, match="amp must be"):
-        trainer.autocast_dtype(cpu, "half")
-
-
 def run_cli(*args, env_extra=None, timeout=120):
     env = os.environ | {"OMP_NUM_THREADS": "1"} | (env_extra or {})
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

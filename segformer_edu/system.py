@@ -1,0 +1,115 @@
+"""The machine a run or a measurement uses: its cores, memory and processor, the autocast precision
+it runs fast, and the record a timed script keeps of it (book chapters 8 and 9).
+
+The precision rule (``choose_precision``), measured on the team's two kinds of 2-core CPU
+(benchmarks/bench_cpu_training.py): bf16 autocast trained B0 1.4-1.75x faster than fp32 both on an
+Intel Xeon with AMX and on an AMD EPYC with AVX-512 BF16 but no AMX. So on a CPU, bf16 wherever the
+processor computes it natively (either instruction set, as oneDNN uses them); on a GPU, bf16 where its
+tensor cores have it (compute capability 8.0 and later: A100, L4, H100), else fp16 with a gradient
+scaler (T4, V100, P100), never bf16 that the GPU only emulates.
+"""
+
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "fp32")
+# x86 flags (Linux's /proc/cpuinfo) of native bf16 arithmetic; "bf16" is Arm's (Neoverse V1 and later)
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity, as PyTorch's DataLoader counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def free_memory() -> int:
+    """Bytes of memory available now (Linux's MemAvailable); 0 where that cannot be read."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        line = next(line for line in lines if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return 0
+    return int(line.split()[1]) * 1024
+
+
+def cpu_info() -> str:
+    info = Path("/proc/cpuinfo")
+    return info.read_text() if info.exists() else ""
+
+
+def cpu_name() -> str:
+    """The processor's name as the OS reports it (Linux's /proc/cpuinfo), for the summaries that
+    state a machine."""
+    names = re.findall(r"model name\s*:\s*(.*)", cpu_info())
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The native bf16 instruction sets the processor lists (AVX-512 BF16, AMX, Arm's BF16)."""
+    lines = re.findall(r"^(?:flags|Features)\s*:(.*)$", cpu_info(), flags=re.MULTILINE)
+    flags = set(lines[0].split()) if lines else set()
+    return sorted(flags & set(NATIVE_BF16_FLAGS))
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The autocast dtype a run uses (None: float32), and why, in words a summary can hold."""
+
+    dtype: torch.dtype | None
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[self.dtype]
+
+
+def gpu_has_native_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores: compute capability 8.0 or later (torch's is_bf16_supported also counts
+    emulation, which it reports True on a T4)."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def choose_precision(device: torch.device, amp: str = "auto") -> Precision:
+    """The autocast precision for ``amp`` on ``device``; a precision this device cannot run (or
+    runs only emulated) is one ValueError that says what to pass instead."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"--amp must be one of {', '.join(AMP_CHOICES)}, not {amp!r}")
+    if amp == "fp32":
+        return Precision(None, "fp32 as asked")
+    if device.type == "cuda":
+        return gpu_precision(device, amp)
+    if amp == "fp16":
+        raise ValueError("--amp fp16 needs a GPU; on a CPU pass --amp bf16 or fp32")
+    if amp == "bf16":
+        return Precision(torch.bfloat16, "bf16 as asked")
+    flags = cpu_bf16_flags()
+    if flags:
+        return Precision(torch.bfloat16, f"auto: this CPU computes bf16 natively ({', '.join(flags)})")
+    return Precision(None, "auto: this CPU has no native bf16 (no AVX-512 BF16, AMX or Arm BF16)")
+
+
+def gpu_precision(device: torch.device, amp: str) -> Precision:
+    name, native = torch.cuda.get_device_name(device), gpu_has_native_bf16(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    if amp == "bf16" and not native:
+        raise ValueError(f"{name} (compute capability {major}.{minor}) has no bf16 tensor cores, "
+                         "only emulation: pass --amp fp16 (with a gradient scaler) or fp32")
+    if amp == "bf16":
+        return Precision(torch.bfloat16, "bf16 as asked")
+    if amp == "fp16":
+        return Precision(torch.float16, "fp16 as asked, with a gradient scaler")
+    if native:
+        return Precision(torch.bfloat16, f"auto: {name} (compute capability {major}.{minor}) has "
+                                         "bf16 tensor cores")
+    return Precision(torch.float16, f"auto: {name} (compute capability {major}.{minor}) has no "
+                                    "bf16 tensor cores: fp16 with a gradient scaler")
+
+
+def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of ``choose_precision`` (None: float32)."""
+    return choose_precision(device, amp).dtype
