@@ -1,64 +1,108 @@
-"""SegFormer-B0 forward at 512x512 on CPU: segformer_edu against transformers, same weights.
+"""SegFormer-B0 on a CPU: segformer_edu against transformers' SegformerForSemanticSegmentation, the same
+weights, forward (eval) and full training steps (train mode: forward, cross-entropy on logits upsampled to the
+labels, backward, AdamW), in float32 and under bf16 autocast (book chapter 9).
 
-Both models run in one process, interleaved (ours, theirs, ours, ...), so that background load
-hits both alike. Eval mode, ``torch.inference_mode``, warm-up first, then the median of the runs.
+Both models run in one process, interleaved (ours, theirs, ours, ...), so that whatever else the machine does
+hits both alike; the median of each setting's timed calls is reported. The training step is the CPU recipe's
+(chapter 8): batch 8, 180x240 crops, 11 classes. The script refuses to start under load, and records the
+processor, its native bf16 instruction sets, the threads and the load average before and after.
 
-    python benchmarks/bench_cpu_vs_transformers.py [--runs 9] [--size 512] [--threads N]
+    python benchmarks/bench_cpu_vs_transformers.py                 # writes book/results/cpu_vs_transformers.json
+    python benchmarks/bench_cpu_vs_transformers.py --steps 3 --out /tmp/smoke.json --max-load 99  # a smoke test
 """
 
 import argparse
+import json
+import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from transformers import SegformerForSemanticSegmentation
 
 from segformer_edu import SegFormer
 from segformer_edu.checkpoint import save_pretrained
+from segformer_edu.losses import segmentation_loss
+from segformer_edu.system import cpu_bf16_flags, cpu_name
+
+RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def time_once(model, images) -> float:
-    start = time.perf_counter()
-    model(images)
-    return time.perf_counter() - start
+def twin_models(num_classes: int) -> dict:
+    """Ours and transformers', with the same random weights (written by our save_pretrained)."""
+    torch.manual_seed(0)
+    ours = SegFormer.from_config("b0", num_classes=num_classes)
+    with tempfile.TemporaryDirectory() as folder:
+        save_pretrained(ours, folder)
+        theirs = SegformerForSemanticSegmentation.from_pretrained(folder)
+    return {"segformer_edu": (ours, ours), "transformers": (theirs, lambda x: theirs(pixel_values=x).logits)}
+
+
+def training_step(model, logits_of, optimizer, images, labels, dtype) -> None:
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = segmentation_loss(logits_of(images), labels)  # logits upsampled to the labels inside
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def forward(model, logits_of, optimizer, images, labels, dtype) -> None:
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32,
+                                                enabled=dtype is not None):
+        logits_of(images)
+
+
+def interleaved(models: dict, step, images, labels, dtype, steps: int, warmup: int, train: bool) -> dict:
+    """Median seconds of ``step`` per model, the models taking turns call by call."""
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, (model, _) in models.items()}
+    times = {name: [] for name in models}
+    for index in range(warmup + steps):
+        for name, (model, logits_of) in models.items():
+            model.train(train)
+            start = time.perf_counter()
+            step(model, logits_of, optimizers[name], images, labels, dtype)
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=9, help="timed runs per model (median reported), at least 7")
+    parser.add_argument("--batch", type=int, default=8, help="training batch (the CPU recipe's)")
+    parser.add_argument("--crop", type=int, nargs=2, default=(180, 240), metavar=("H", "W"))
+    parser.add_argument("--steps", type=int, default=8, help="timed calls per model and setting (median)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "cpu_vs_transformers.json")
+    parser.add_argument("--max-load", type=float, default=0.5,
+                        help="refuse to start when the 1-minute load average is above this")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
+    if load_before > args.max_load:
+        raise SystemExit(f"error: load average {load_before:.2f} > --max-load {args.max_load}: other work holds "
+                         "the cores; run again when it is done, so that the timings are this CPU's own")
 
-    ours = SegFormer.from_config("b0", num_classes=150).eval()
-    with tempfile.TemporaryDirectory() as folder:  # the same weights in transformers, via our HF export
-        save_pretrained(ours, folder)
-        theirs = SegformerForSemanticSegmentation.from_pretrained(folder).eval()
-    images = torch.randn(1, 3, args.size, args.size)
-
-    with torch.inference_mode():
-        diff = (ours(images) - theirs(pixel_values=images).logits).abs().max().item()
-        models = {"segformer_edu": ours, "transformers": lambda x: theirs(pixel_values=x)}
-        for _ in range(args.warmup):
-            for model in models.values():
-                model(images)
-        times = {name: [] for name in models}
-        for _ in range(args.runs):
-            for name, model in models.items():
-                times[name].append(time_once(model, images))
-
-    print(f"SegFormer-B0, 1x3x{args.size}x{args.size}, CPU, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, median of {args.runs} runs")
-    print(f"{'model':<15}{'median ms':>10}{'min ms':>10}{'max ms':>10}")
-    for name, values in times.items():
-        print(f"{name:<15}{1e3 * statistics.median(values):>10.1f}{1e3 * min(values):>10.1f}{1e3 * max(values):>10.1f}")
-    ratio = statistics.median(times["transformers"]) / statistics.median(times["segformer_edu"])
-    print(f"ratio transformers / segformer_edu: {ratio:.2f}x (max abs logit diff {diff:.2e})")
+    models = twin_models(num_classes=11)
+    images = torch.randn(args.batch, 3, *args.crop)
+    labels = torch.randint(0, 11, (args.batch, *args.crop))
+    rows = []
+    for mode, step, train in (("training step", training_step, True), ("forward", forward, False)):
+        for dtype_name, dtype in DTYPES.items():
+            seconds = interleaved(models, step, images, labels, dtype, args.steps, args.warmup, train)
+            speed = {name: args.batch / value for name, value in seconds.items()}
+            ratio = speed["segformer_edu"] / speed["transformers"]
+            print(f"{mode:13s} {dtype_name}: segformer_edu {speed['segformer_edu']:5.1f} images/s, "
+                  f"transformers {speed['transformers']:5.1f}: {ratio:.2f}x", flush=True)
+            rows.append({"mode": mode, "dtype": dtype_name, "images_per_s": speed, "ratio": ratio})
+    result = {"machine": cpu_name(), "bf16_flags": cpu_bf16_flags(), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "model": "SegFormer-B0, 11 classes", "batch": args.batch,
+              "crop": list(args.crop), "steps": args.steps, "load_average_before": load_before,
+              "load_average_after": os.getloadavg()[0], "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
