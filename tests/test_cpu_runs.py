@@ -57,3 +57,23 @@ def test_the_two_runs_differ_only_in_the_model_and_its_optimiser(runs):
     assert b0["model"] == "b0" and cnn["model"] == "deeplabv3plus-mobilenetv2"
     assert {key for key in b0 if b0[key] != cnn[key]} <= OWN
     assert b0["class_weights"] == cnn["class_weights"] == "enet" and b0["amp"] == cnn["amp"] == "bf16"
+
+
+def test_the_seed_runs_compare_the_models_at_equal_crops(tmp_path):
+    """scripts/cpu_camvid_seeds.sh: B0 at seeds 0-2 and the CNN at seed 1, each 2,200 iterations of batch 8
+    (the stored CNN run's 17,600 crops), differing from the stored runs in nothing but seed and length."""
+    record, fake = tmp_path / "calls", tmp_path / "python"
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\0" "$@" >> "{record}"\nprintf "\\n" >> "{record}"\n')
+    fake.chmod(0o755)
+    subprocess.run(["bash", "scripts/cpu_camvid_seeds.sh"], cwd=REPO, env=os.environ | {"PYTHON": str(fake)},
+                   check=True)
+    calls = [line.rstrip("\0").split("\0") for line in record.read_text().splitlines()]
+    trains = [asdict(parse_args(call[2:])) for call in calls if call[:2] == ["-m", "segformer_edu.train"]]
+    assert [(c["model"], c["seed"]) for c in trains] == [("b0", 0), ("b0", 1), ("b0", 2),
+                                                         ("deeplabv3plus-mobilenetv2", 1)]
+    assert {c["max_iters"] * c["batch_size"] for c in trains} == {17_600}
+    assert len({c["out_dir"] for c in trains}) == 4 and all("seeds" in c["out_dir"] for c in trains)
+    b0, cnn = trains[0], trains[3]
+    assert {key for key in b0 if b0[key] != cnn[key]} <= OWN | {"seed"}
+    exports = [call for call in calls if call[0] == "scripts/export_camvid_run.py"]
+    assert all("SEED=" in call[call.index("--command") + 1] for call in exports)
