@@ -10,12 +10,13 @@ measures what pretraining buys.
 
     python -m segformer_edu.recipes gpu-camvid                  # the training flags, on one line
     python -m segformer_edu.recipes gpu-camvid --from-scratch
+    python -m segformer_edu.recipes gpu-camvid --run-name         # its folder name, camvid_b0_pretrained
 """
 
-import argparse
 import shlex
 import sys
 
+from . import errors
 from .system import available_cpus
 
 RECIPES = {
@@ -57,13 +58,18 @@ def train_flags(settings: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segformer_edu.recipes",
-                                     description="print a recipe's training flags")
+    parser = errors.ArgumentParser(prog="python -m segformer_edu.recipes",
+                                   description="print a recipe's training flags")
     parser.add_argument("recipe", choices=sorted(RECIPES))
     parser.add_argument("--from-scratch", action="store_true",
                         help="random initial weights (and their learning rate)")
+    parser.add_argument("--run-name", action="store_true",
+                        help="print the run's folder name instead (chapter 8's)")
     args = parser.parse_args(argv)
-    print(shlex.join(train_flags(recipe(args.recipe, args.from_scratch))))
+    if args.run_name:
+        print(RUN_NAMES[args.from_scratch])
+    else:
+        print(shlex.join(train_flags(recipe(args.recipe, args.from_scratch))))
     return 0
 
 

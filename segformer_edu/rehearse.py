@@ -10,7 +10,9 @@ validation runs. What differs from the real run, and is printed:
 
 - the ImageNet encoder (a hub id such as ``nvidia/mit-b0``) is replaced by a local folder of random
   weights of the same architecture, written by ``save_pretrained``: the loading path and the shapes
-  are the run's, the weights' quality is not (and no network is needed);
+  are the run's, the weights' quality is not, and no network is needed (the stand-in also holds a
+  decoder, which loads but for its 150-class classifier; the hub's checkpoint has none, so the real
+  run starts its whole decoder fresh);
 - the precision is what ``amp="auto"`` picks on this machine: on a CPU bf16 or fp32, never the fp16
   and gradient scaler of a T4 or V100 (``train`` refuses fp16 on a CPU, where it is emulated: B0's
   step ran 5-20x slower than fp32 on the book's CPU);
@@ -26,7 +28,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -98,7 +99,7 @@ def rehearse(name: str = "gpu-camvid", from_scratch: bool = False, iters: int = 
     # per step after the first (the first also starts the workers and warms the caches)
     speeds = [line["images_per_s"] for line in read_jsonl(Path(cfg.out_dir) / "train_log.jsonl")]
     step = statistics.median(speeds[1:] or speeds)
-    loader = loader_images_per_s(replace(cfg, data_root=data_root), loader_batches)
+    loader = loader_images_per_s(cfg, loader_batches)
     pace = min(step, loader)
     report = {
         "recipe": name, "from_scratch": from_scratch, "run_name": RUN_NAMES[from_scratch],
