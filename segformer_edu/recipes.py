@@ -10,7 +10,7 @@ measures what pretraining buys.
 
     python -m segformer_edu.recipes gpu-camvid                  # the training flags, on one line
     python -m segformer_edu.recipes gpu-camvid --from-scratch
-    python -m segformer_edu.recipes gpu-camvid --run-name         # its folder name, camvid_b0_pretrained
+    python -m segformer_edu.recipes gpu-camvid --run-name   # its folder name: camvid_b0_pretrained
 """
 
 import shlex
