@@ -100,7 +100,7 @@ def _as_arrays(image, label) -> tuple[np.ndarray, np.ndarray]:
 
 # OpenCV's conversions are per pixel; their float32 formulas are evaluated once, for every input
 # that matters, into small tables, so that a frame costs a few passes and a look-up rather than a
-# dozen full-frame float passes (tests/test_transforms.py checks all 2^24 colours against the
+# dozen full-frame float passes (tests/test_loader_speedups.py checks all 2^24 colours against the
 # formulas written out per pixel).
 
 @functools.cache
