@@ -3,8 +3,12 @@
 # the rendered book (needs Debian's `chromium`; .ci/run installs it).
 PYTHON ?= python3
 VENV ?= .venv
-# The team's CPU machines have this CPU build on disk; elsewhere set TORCH="torch" (or keep a preinstalled one).
+# PyTorch, the version the stored outputs were made with. Where pip finds it without an index (a wheel in pip's
+# find-links, as on the team's CPU machines), that one; else from PyTorch's CPU index on a machine without an NVIDIA
+# GPU (PyPI's default Linux build is the CUDA one, with about 16 NVIDIA packages), from PyPI with one.
+# Override either: make test TORCH=torch, make test TORCH_INDEX= (pip's own configuration).
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= $(if $(shell nvidia-smi -L 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 BIN := $(VENV)/bin
 # The ImageNet-C corruptions (segformer_edu.corruptions; pyproject.toml's `robustness` extra, the same pin), installed
 # with --no-deps: the package declares opencv-python, whose cv2 needs the system's libGL, so requirements.txt lists
@@ -21,7 +25,11 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	if $(BIN)/pip install -q --dry-run --no-deps --no-index "$(TORCH)" >/dev/null 2>&1; then \
+	    $(BIN)/pip install -q "$(TORCH)"; \
+	else \
+	    $(BIN)/pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); \
+	fi
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps $(CORRUPTIONS)
 	$(BIN)/pip install -q --no-deps -e .

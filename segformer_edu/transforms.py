@@ -15,6 +15,7 @@ bilinear images and the HSV conversions of the photometric distortion within one
 (of 255; of 180 for hue).
 """
 
+import functools
 import random
 
 import numpy as np
@@ -55,12 +56,24 @@ def resize_label(label: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return F.interpolate(x, size=size_hw, mode="nearest")[0, 0].numpy()
 
 
-def normalize(image: np.ndarray) -> torch.Tensor:
-    """uint8 RGB (H, W, 3) -> float (3, H, W) with ImageNet mean and std,
-    as the pretrained encoder expects."""
-    x = as_tensor(image).permute(2, 0, 1).float() / 255  # (3, H, W)
+@functools.cache
+def _normalized_bytes() -> np.ndarray:
+    """(256, 3) float32: each byte of each channel, normalised."""
+    x = torch.arange(256, dtype=torch.float32)[:, None] / 255  # (256, 1)
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    return (x - mean[:, None, None]) / std[:, None, None]
+    return ((x - mean) / std).numpy()
+
+
+def normalize(image: np.ndarray, channels_last: bool = True) -> torch.Tensor:
+    """uint8 RGB (H, W, 3) -> float (3, H, W) with ImageNet mean and std,
+    as the pretrained encoder expects. Each byte's value is computed once (a frame is a look-up).
+    ``channels_last``: the (3, H, W) view of an (H, W, 3) array, the layout models were always fed;
+    else three contiguous planes, which a batch stacks without a transposing copy."""
+    table = _normalized_bytes()  # (256, 3)
+    planes = [table[:, c].take(image[..., c]) for c in range(3)]  # 3 x (H, W) float32
+    if channels_last:
+        return torch.from_numpy(np.stack(planes, -1)).permute(2, 0, 1)
+    return torch.from_numpy(np.stack(planes))
 
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
@@ -85,42 +98,84 @@ def _as_arrays(image, label) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------------- colour (OpenCV's 8-bit HSV)
 
+# OpenCV's conversions are per pixel; their float32 formulas are evaluated once, for every input
+# that matters, into small tables, so that a frame costs a few passes and a look-up rather than a
+# dozen full-frame float passes (tests/test_loader_speedups.py checks all 2^24 colours against the
+# formulas written out per pixel).
+
+@functools.cache
+def _hue_table() -> np.ndarray:
+    """(3, 511, 256) uint8: the hue of a pixel whose largest channel is R, G or B (in that order of
+    precedence), from the difference of the other two (-255..255, offset by 255) and the chroma."""
+    difference = np.arange(-255, 256, dtype=np.float32)[:, None]  # (511, 1)
+    chroma = np.arange(256, dtype=np.float32)  # (256,)
+    safe = np.maximum(chroma, 1e-6)
+    # 60-degree sectors: (g - b) / c after R, 2 + (b - r) / c after G, 4 + (r - g) / c after B
+    sector = np.stack([offset + difference / safe for offset in (0, 2, 4)])  # (3, 511, 256)
+    hue = np.round(sector * 30) % 180  # 60 degrees per sector, stored halved to fit a byte
+    hue[..., 0] = 0  # grey: no hue
+    return hue.astype(np.uint8)
+
+
+@functools.cache
+def _saturation_table() -> np.ndarray:
+    """(256, 256) uint8: the saturation of (chroma, value)."""
+    chroma = np.arange(256, dtype=np.float32)[:, None]
+    value = np.arange(256, dtype=np.float32)
+    return np.round(255 * chroma / np.maximum(value, 1e-6)).clip(0, 255).astype(np.uint8)
+
+
 def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
     """uint8 RGB -> uint8 HSV in OpenCV's units
     (hue in degrees / 2, 0..179; S, V 0..255), as mmcv.bgr2hsv."""
-    rgb = image.astype(np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    value = rgb.max(-1)
-    chroma = value - rgb.min(-1)
-    safe = np.maximum(chroma, 1e-6)
-    # which channel is the maximum, in 60-degree sectors
-    sector = np.select([chroma == 0, value == r, value == g],
-                       [0, (g - b) / safe, 2 + (b - r) / safe], 4 + (r - g) / safe)
-    hue = np.round(sector * 30) % 180  # 60 degrees per sector, stored halved to fit a byte
-    saturation = np.round(255 * chroma / np.maximum(value, 1e-6))
-    return np.stack([hue, saturation, value], -1).astype(np.uint8)
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    value = np.maximum(np.maximum(r, g), b)
+    chroma = value - np.minimum(np.minimum(r, g), b)
+    r, g, b = r.astype(np.int32), g.astype(np.int32), b.astype(np.int32)
+    # the hue table's flat index: (largest channel, difference + 255, chroma), R before G before B
+    index = np.where(value == image[..., 0], g - b + 255,
+                     np.where(value == image[..., 1], b - r + 255 + 511, r - g + 255 + 2 * 511))
+    index = (index << 8) | chroma
+    hsv = np.empty_like(image)
+    hsv[..., 0] = _hue_table().ravel().take(index)
+    hsv[..., 1] = _saturation_table().ravel().take((chroma.astype(np.int32) << 8) | value)
+    hsv[..., 2] = value
+    return hsv
+
+
+@functools.cache
+def _rgb_factors() -> np.ndarray:
+    """(256 * 256, 3) float32: per (hue, saturation), what R, G and B are of the value: 1, p, q or
+    t / value of the HSV hexcone (hue 180..255, outside OpenCV's range, wraps as its formula)."""
+    hue = np.arange(256, dtype=np.float32)[:, None] / 30  # sector in [0, 8.5)
+    saturation = np.arange(256, dtype=np.float32) / 255
+    sector = np.floor(hue)
+    fraction = hue - sector
+    one = np.ones((256, 256), np.float32)
+    p = one * (1 - saturation)
+    q = 1 - saturation * fraction
+    t = 1 - saturation * (1 - fraction)
+    index = np.broadcast_to(sector.astype(np.int64) % 6, (256, 256))
+    r = np.choose(index, [one, q, p, p, t, one])
+    g = np.choose(index, [t, one, one, q, p, p])
+    b = np.choose(index, [p, p, t, one, one, q])
+    return np.stack([r, g, b], -1).reshape(256 * 256, 3)
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     """uint8 HSV in OpenCV's units -> uint8 RGB, as mmcv.hsv2bgr."""
-    hue = hsv[..., 0].astype(np.float32) / 30  # sector in [0, 6)
-    saturation, value = hsv[..., 1].astype(np.float32) / 255, hsv[..., 2].astype(np.float32)
-    sector = np.floor(hue)
-    fraction = hue - sector
-    p = value * (1 - saturation)
-    q = value * (1 - saturation * fraction)
-    t = value * (1 - saturation * (1 - fraction))
-    index = sector.astype(np.int64) % 6
-    r = np.choose(index, [value, q, p, p, t, value])
-    g = np.choose(index, [t, value, value, q, p, p])
-    b = np.choose(index, [p, p, t, value, value, q])
+    index = (hsv[..., 0].astype(np.int32) << 8) | hsv[..., 1]
+    rgb = _rgb_factors().take(index, axis=0)  # (..., 3) float32, times the value below
+    rgb *= hsv[..., 2:]
     # truncates, as OpenCV's 8-bit conversion
-    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
+    return np.clip(rgb, 0, 255, out=rgb).astype(np.uint8)
 
 
 def _convert(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
-    """mmseg's PhotoMetricDistortion.convert: scale and shift, clip to 0..255, truncate to uint8."""
-    return np.clip(x.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+    """mmseg's PhotoMetricDistortion.convert: scale and shift, clip to 0..255, truncate to uint8;
+    on uint8 ``x``, computed for the 256 bytes once and looked up."""
+    table = np.arange(256, dtype=np.float32) * alpha + beta
+    return np.clip(table, 0, 255).astype(np.uint8).take(x)
 
 
 def photometric_distortion(image: np.ndarray, rng: np.random.Generator, brightness_delta: int = 32,
@@ -214,8 +269,10 @@ class TrainTransform:
         top, bottom, left, right = self.crop_box(label.shape, rng)
         if self.cat_max_ratio < 1:
             for _ in range(10):
-                values, counts = np.unique(label[top:bottom, left:right], return_counts=True)
-                counts = counts[values != self.ignore_index]
+                # pixels per label value (one pass; np.unique sorts the crop)
+                counts = np.bincount(label[top:bottom, left:right].ravel(), minlength=256)
+                counts[self.ignore_index] = 0
+                counts = counts[counts > 0]
                 if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                     break
                 top, bottom, left, right = self.crop_box(label.shape, rng)
@@ -234,8 +291,9 @@ class TrainTransform:
             image = photometric_distortion(image, rng)
         pad_h = max(self.crop_size[0] - label.shape[0], 0)
         pad_w = max(self.crop_size[1] - label.shape[1], 0)
-        # (3, h, w), padded bottom and right
-        image = F.pad(normalize(image), (0, pad_w, 0, pad_h), value=0.0)
+        image = normalize(image, channels_last=False)  # (3, h, w)
+        if pad_h or pad_w:  # padded bottom and right
+            image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
         label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=self.ignore_index)
         return image, torch.from_numpy(label.astype(np.int64))
 

@@ -4,16 +4,23 @@ On a reader's GPU those cells make the ImageNet-pretrained run and, if asked, th
 Drive or ``runs/``, resume after a disconnect, never start a finished run again, and show the results wherever the
 runs are. Here they run in this process on a tiny dataset (the fixture's 64x48 images, 4 iterations), with a local
 folder standing in for the hub's ``nvidia/mit-b0``; only the settings are shrunk, the cells are the chapter's own.
-The recipes in the chapter and in ``scripts/gpu_camvid_b0.sh`` must agree.
+The chapter and ``scripts/gpu_camvid_b0.sh`` read one recipe, ``segformer_edu.recipes``.
 """
 
 import json
+import os
 import re
+import subprocess
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from segformer_edu import SegFormer
+from segformer_edu.recipes import FROM_SCRATCH, RUN_NAMES, recipe, train_flags
+from segformer_edu.system import available_cpus
+from segformer_edu.train import TrainConfig, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = ROOT / "book" / "08_training.ipynb"
@@ -42,39 +49,41 @@ def test_the_gpu_runs_resume_finish_once_and_show_their_results(tiny_dataset, tm
     namespace = {}
     run_cell(imports, namespace, capsys)
     run_cell(settings, namespace, capsys)
-    recipes = namespace["RECIPES"]
-    assert list(recipes)[0] == "camvid_b0_pretrained" and recipes["camvid_b0_pretrained"]["pretrained"]
+    runs = namespace["RUNS"]
+    assert list(runs)[0] == "camvid_b0_pretrained" and runs["camvid_b0_pretrained"]["pretrained"]
     encoder = tmp_path / "mit-b0"  # stands in for the hub's ImageNet encoder
     SegFormer.from_config("b0", num_classes=150).save_pretrained(encoder)
-    recipes["camvid_b0_pretrained"]["pretrained"] = str(encoder)
-    namespace["FULL_SETTING"].update(TINY, data_root=str(tiny_dataset), stop_at=2)  # a disconnect at step 2
+    runs["camvid_b0_pretrained"]["pretrained"] = str(encoder)
+    for run in runs.values():
+        run.update(TINY, data_root=str(tiny_dataset), stop_at=2)  # a disconnect at step 2
     run_cell(where, namespace, capsys)
-    namespace["make_runs"] = list(recipes)  # the GPU branch: both runs
+    namespace["make_runs"] = list(runs)  # the GPU branch: both runs
     shown = []  # what the cells display (tables), in place of a notebook's display
     namespace["display"] = shown.append
     namespace["runs_root"] = drive = tmp_path / "drive" / "segformer_edu"
 
     out = run_cell(make, namespace, capsys)
-    for name in recipes:
+    for name in runs:
         assert f"{name}: starting in {drive / name}" in out and "--out-dir" in out
         assert (drive / name / "latest.pt").is_file() and not (drive / name / "summary.json").exists()
     out = run_cell(results, namespace, capsys)
     assert out.count("stopped at iteration 2 of 4") == 2, out
 
-    del namespace["FULL_SETTING"]["stop_at"]  # the reader runs the cell again
+    for run in runs.values():
+        del run["stop_at"]  # the reader runs the cell again
     out = run_cell(make, namespace, capsys)
-    for name in recipes:
+    for name in runs:
         assert f"{name}: resuming in {drive / name}" in out and "resumed from latest.pt at iteration 2" in out
         assert (drive / name / "summary.json").is_file() and (drive / name / "test_metrics.json").is_file()
     out = run_cell(results, namespace, capsys)
     assert out.count("test mIoU") == 2 and "4 iterations" in out, out
     table = shown[-1].data  # test IoU per class: the stored CPU run beside both runs
-    assert "CPU run (half resolution)" in table and all(name in table for name in recipes), table
+    assert "CPU run (half resolution)" in table and all(name in table for name in runs), table
 
     calls = []
     namespace["train"] = lambda cfg: calls.append(cfg)
     out = run_cell(make, namespace, capsys)
-    assert calls == [] and all(f"{name}: finished before" in out for name in recipes), out
+    assert calls == [] and all(f"{name}: finished before" in out for name in runs), out
 
 
 def test_without_a_gpu_the_cells_make_nothing_and_say_what_to_run(monkeypatch, capsys):
@@ -86,36 +95,54 @@ def test_without_a_gpu_the_cells_make_nothing_and_say_what_to_run(monkeypatch, c
     namespace["make_runs"] = []  # what the cell chooses without a GPU
     assert run_cell(make, namespace, capsys) == ""
     out = run_cell(results, namespace, capsys)
-    for name in namespace["RECIPES"]:
+    for name in namespace["RUNS"]:
         assert out.count(f"{name} (") == 1 and "the cells above make it" in out, out
     assert not re.search(r"pending|not been made", out)
 
 
-def script_value(name: str) -> str:
-    match = re.search(rf"^{name}=(\S+)$", SCRIPT.read_text(), re.M)
-    assert match, f"{SCRIPT.name} sets no {name}"
-    return match[1]
-
-
-def test_the_script_and_the_chapter_have_the_same_recipes(capsys):
+def test_the_chapter_reads_the_recipe(capsys):
     imports, (settings, *_) = cells()
     namespace = {}
     run_cell(imports, namespace, capsys)
     run_cell(settings, namespace, capsys)
-    recipes, full = namespace["RECIPES"], namespace["FULL_SETTING"]
-    for prefix, name in (("SCRATCH", "camvid_b0_scratch"), ("PRETRAINED", "camvid_b0_pretrained")):
-        recipe = recipes[name]
-        assert float(script_value(f"{prefix}_LR")) == recipe["lr"], name
-        assert float(script_value(f"{prefix}_HEAD_LR_MULT")) == recipe["head_lr_mult"], name
-        assert int(script_value(f"{prefix}_WARMUP_ITERS")) == recipe["warmup_iters"], name
-    assert script_value("PRETRAINED_ENCODER") == recipes["camvid_b0_pretrained"]["pretrained"]
-    assert recipes["camvid_b0_scratch"]["pretrained"] is None
-    assert script_value("SCRATCH_CLASS_WEIGHTS") == recipes["camvid_b0_scratch"]["class_weights"]
-    assert recipes["camvid_b0_pretrained"].get("class_weights") is None  # the paper's recipe has none
-    script = SCRIPT.read_text()
-    assert script_value("MAX_ITERS") == f"${{MAX_ITERS:-{full['max_iters']}}}"
-    for flag, value in (("crop-size", full["crop_size"]), ("scale", full["scale"]), ("batch-size", full["batch_size"]),
-                        ("val-interval", full["val_interval"])):
-        shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        assert f"--{flag} {shown} " in script, flag
-    assert full["test"] and "--test" in script
+    assert namespace["RUNS"] == {"camvid_b0_pretrained": recipe("gpu-camvid"),
+                                 "camvid_b0_scratch": recipe("gpu-camvid", from_scratch=True)}
+    assert "6e-5" not in settings and "20_000" not in settings  # no second copy of a value
+
+
+def test_the_recipe_is_the_pretrained_paper_recipe_and_from_scratch_changes_the_start_and_its_lr():
+    pretrained, scratch = recipe("gpu-camvid"), recipe("gpu-camvid", from_scratch=True)
+    assert pretrained["pretrained"] == "nvidia/mit-b0" and pretrained["lr"] == 6e-5
+    assert pretrained["batch_size"] == 16 and pretrained["crop_size"] == (360, 480)
+    assert pretrained.get("class_weights") is None  # the paper's recipe has none
+    assert {k for k in pretrained if scratch.get(k) != pretrained[k]} == set(FROM_SCRATCH) == {"pretrained", "lr"}
+    assert scratch["pretrained"] is None and scratch["lr"] == 1e-3
+    assert pretrained["num_workers"] == available_cpus()  # from the machine, not a constant
+
+
+def test_the_flags_the_script_passes_are_the_recipe():
+    for scratch in (False, True):
+        settings = recipe("gpu-camvid", from_scratch=scratch)
+        assert asdict(parse_args(train_flags(settings))) == asdict(TrainConfig(**settings))
+
+
+def test_the_script_trains_with_the_recipe_and_speaks_to_a_reader(tmp_path):
+    """The script's train command, recorded by a stand-in python that runs the recipe module for real."""
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!/bin/sh
+if [ "$2" = segformer_edu.train ]; then shift 2; echo "$@" > {tmp_path}/train_args; exit 0; fi
+exec {sys.executable} "$@"
+""")
+    fake.chmod(0o755)
+    env = os.environ | {"PYTHON": str(fake), "PYTHONPATH": str(ROOT), "RESULTS": str(tmp_path / "results")}
+    for flags, name in (([], "camvid_b0_pretrained"), (["--from-scratch"], "camvid_b0_scratch")):
+        done = subprocess.run(["bash", str(SCRIPT), *flags], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        expected = train_flags(recipe("gpu-camvid", from_scratch=bool(flags)))
+        assert (tmp_path / "train_args").read_text().split() == expected + ["--resume", "--out-dir", f"runs/{name}"]
+    done = subprocess.run(["bash", str(SCRIPT), "--form-scratch"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "--form-scratch" in done.stderr and not (tmp_path / "runs").exists()
+    text = SCRIPT.read_text()
+    for machinery in (r"device", r"\$OUT\b", r"carry", r"CHUNK", r"timeout", r"SIGTERM", r"--num-workers 12"):
+        assert not re.search(machinery, text), machinery  # the team's machinery, which no reader has
