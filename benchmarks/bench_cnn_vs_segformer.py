@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from segformer_edu import SegFormer, errors
+from segformer_edu import SegFormer, cli
 from segformer_edu.cnn import NAME as CNN_NAME
 from segformer_edu.cnn import DeepLabV3Plus
 from segformer_edu.schedule import build_optimizer
@@ -108,7 +108,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main():
-    parser = errors.ArgumentParser(prog="python benchmarks/bench_cnn_vs_segformer.py",
+    parser = cli.ArgumentParser(prog="python benchmarks/bench_cnn_vs_segformer.py",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["192x256", "360x480", "512x512"],
                         help="HxW of the latency")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from segformer_edu import SegFormer, corruptions, data, errors
+from segformer_edu import SegFormer, cli, corruptions, data
 from segformer_edu.cnn import NAME as CNN_NAME
 from segformer_edu.cnn import DeepLabV3Plus
 from segformer_edu.system import cpu_name
@@ -202,7 +202,7 @@ def time_corruptions(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = errors.ArgumentParser(prog="python scripts/camvid_robustness.py",
+    parser = cli.ArgumentParser(prog="python scripts/camvid_robustness.py",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", metavar="NAME=FOLDER",
                         help=f"a stored model to test (repeat for several; default "
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run(args)
     except (FileNotFoundError, ValueError) as error:  # one line, before any work
-        return errors.report(error)
+        return cli.report(error)
     if not args.time_only:
         print(f"wrote {args.out}")
     return 0

@@ -9,7 +9,7 @@ alone, so each file is downloaded once from the book's repository into
 
 from pathlib import Path
 
-from . import errors
+from . import cli
 from .data import cache_dir, download
 
 REPOSITORY_FILES = "https://raw.githubusercontent.com/segformer-edu/segformer-edu/main/"
@@ -35,9 +35,9 @@ def book_file(relative: str, book_dir: str | Path = ".") -> Path:
         try:
             download(REPOSITORY_FILES + "book/" + relative, cached, offline_hint=OFFLINE)
         except ConnectionError as error:
-            raise errors.DownloadError(f"book/{relative} is neither in {Path(book_dir).resolve()} "
+            raise cli.DownloadError(f"book/{relative} is neither in {Path(book_dir).resolve()} "
                                        f"nor in {cached} and cannot be fetched "
-                                       f"({errors.one_line(error)})") from None
+                                       f"({cli.one_line(error)})") from None
     return cached
 
 

@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import errors
+from . import cli
 from .transforms import EvalTransform
 
 # left out of the loss and the metric; the label padding; CamVid's void and ADE20K's "other"
@@ -654,10 +654,10 @@ def download(url: str, path: Path, chunk_size: int = 1 << 20,
                     bar.update(len(block))
     except (urllib.error.URLError, OSError) as error:  # offline, DNS, refused, reset, timeout
         kept = f" ({part} keeps what arrived)" if part.exists() and part.stat().st_size else ""
-        raise errors.DownloadError(f"could not download {url}: {error}; check the connection and "
+        raise cli.DownloadError(f"could not download {url}: {error}; check the connection and "
                                    f"call again{kept}; {offline_hint}") from None
     if total is not None and part.stat().st_size != total:
-        raise errors.DownloadError(f"download of {url} stopped at {part.stat().st_size} of {total} "
+        raise cli.DownloadError(f"download of {url} stopped at {part.stat().st_size} of {total} "
                                    "bytes; call again to resume")
     part.replace(path)
     return path

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import errors
+from . import cli
 from .encoder import check_image_shape
 
 # the example the trace runs on: any size >= min_side whose reduced maps are all > 1 px
@@ -83,7 +83,7 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     except Exception as error:
         raise RuntimeError(
             f"torch.onnx.export(dynamo=True) failed on this model ({type(error).__name__}: "
-            f"{errors.one_line(error)}). Try dynamic=False (one fixed size), another opset, or a "
+            f"{cli.one_line(error)}). Try dynamic=False (one fixed size), another opset, or a "
             "newer torch/onnxscript; torch.export.draft_export(model, (images,)) reports what the "
             "trace cannot handle") from error
     finally:
@@ -240,7 +240,7 @@ def check_writable(path: Path, overwrite: bool = False) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = errors.ArgumentParser(prog="python -m segformer_edu.export",
+    parser = cli.ArgumentParser(prog="python -m segformer_edu.export",
                                    description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a training run's out_dir (best.pt), a "
                                                        "checkpoint file, a Hugging Face folder or "
@@ -292,9 +292,9 @@ def main(argv=None) -> int:
         partial.replace(out)
     except KeyboardInterrupt:
         print(f"interrupted: nothing was written to {out}", file=sys.stderr)
-        return errors.INTERRUPTED
+        return cli.INTERRUPTED
     except (ImportError, OSError, ValueError, RuntimeError) as error:  # a line, no traceback
-        return errors.report(error)
+        return cli.report(error)
     finally:
         for leftover in (fp32, partial):
             if leftover.parent.is_dir():  # an --out under a file was refused before any writing
@@ -306,7 +306,7 @@ def main(argv=None) -> int:
         kind = ", int8 weights"
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB{kind}): images (B, 3, H, W) float32, "
           f"H, W >= {model.config.min_side} -> logits (B, {model.config.num_classes}, H/4, W/4)")
-    return errors.DONE
+    return cli.DONE
 
 
 if __name__ == "__main__":

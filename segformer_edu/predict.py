@@ -27,7 +27,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import errors
+from . import cli
 from .checkpoint import load_pretrained
 from .data import ADE20K_CLASSES, CAMVID_CLASSES, IMAGE_SUFFIXES, read_image
 from .model import SegFormer
@@ -147,8 +147,8 @@ def predict_each(model: nn.Module, files: list[Path], names: dict[Path, str], ma
             image = np.asarray(read_image(path))  # (H, W, 3)
             label = segment(model, image, scale)
         except ValueError as error:
-            bar.write(f"skipped {path}: {errors.one_line(error)}", file=sys.stderr)
-            yield path, None, errors.one_line(error)
+            bar.write(f"skipped {path}: {cli.one_line(error)}", file=sys.stderr)
+            yield path, None, cli.one_line(error)
             continue
         save_mask(label, palette, masks / f"{names[path]}.png")
         blended = Image.fromarray(overlay(image, label, palette))
@@ -175,7 +175,7 @@ def predict_folder(model: nn.Module, images, out_dir, palette, scale=None, progr
 
 
 def parse_args(argv=None):
-    parser = errors.ArgumentParser(prog="python -m segformer_edu.predict",
+    parser = cli.ArgumentParser(prog="python -m segformer_edu.predict",
                                    description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a training run's out_dir (best.pt), a "
                                                        "checkpoint file, a Hugging Face folder or "
@@ -218,16 +218,16 @@ def main(argv=None) -> int:
         if written:
             done = f"the {len(written)} masks written are in {out}"
         print(f"interrupted: {done}", file=sys.stderr)
-        return errors.INTERRUPTED
+        return cli.INTERRUPTED
     except (ImportError, OSError, ValueError) as error:  # missing files, bad checkpoints...
-        return errors.report(error)
+        return cli.report(error)
     where = f"class indices in {masks}, overlays in {overlays}"
     if skipped:
         print(f"{len(written)} of {len(files)} images segmented ({where}); skipped {len(skipped)} "
               f"(said above): {', '.join(path.name for path in skipped)}", file=sys.stderr)
-        return errors.FAILED
+        return cli.FAILED
     print(f"{len(written)} images: {where}; classes {', '.join(info['names'])}")
-    return errors.DONE
+    return cli.DONE
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from . import cnn, errors
+from . import cli, cnn
 from .checkpoint import evaluated_weights
 from .config import VARIANTS, SegFormerConfig
 from .losses import CLASS_WEIGHTINGS, class_weights, segmentation_loss
@@ -333,7 +333,7 @@ def read_checkpoint(path: Path, peek: bool = False) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=peek)
     except Exception as error:
-        raise ValueError(f"cannot read {path} ({errors.one_line(error)}): start again with "
+        raise ValueError(f"cannot read {path} ({cli.one_line(error)}): start again with "
                          "--overwrite, or pass another --out-dir") from error
 
 
@@ -900,7 +900,7 @@ def log_step(cfg: TrainConfig, run: Run, progress: Progress, lr: float, head_lr:
 @contextmanager
 def saying_what_is_kept(run: Run, progress: Progress):
     """An error after the first step says which latest.pt it left
-    (a note that ``errors.one_line`` shows)."""
+    (a note that ``cli.one_line`` shows)."""
     start = progress.iteration
     try:
         yield
@@ -1147,7 +1147,7 @@ def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Pat
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """A flag per TrainConfig field (``--max-iters``, ``--crop-size H W``,
     ``--resume``/``--no-resume``...), its default in ``--help``."""
-    parser = errors.ArgumentParser(prog="python -m segformer_edu.train",
+    parser = cli.ArgumentParser(prog="python -m segformer_edu.train",
                                    description=__doc__.split("\n")[0])
     for f in fields(TrainConfig):
         flag, kind = "--" + f.name.replace("_", "-"), f.type
@@ -1220,9 +1220,9 @@ def main(argv: list[str] | None = None) -> int:
         notes = "; ".join(getattr(error, "__notes__", [])) or "nothing was trained or saved"
         if main_rank:
             print(f"interrupted: {notes}", file=sys.stderr)
-        return errors.INTERRUPTED
+        return cli.INTERRUPTED
     except (ImportError, OSError, ValueError, NonFiniteLossError) as error:  # a line, no traceback
-        return errors.report(error)
+        return cli.report(error)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -1232,8 +1232,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(per_class_iou(metrics, split))
         print(summary_line(result | {"world_size": result.get("world_size", 1)}, argv))
     if result["status"] == "interrupted":
-        return errors.interrupted_status(result["signal"])
-    return errors.DONE
+        return cli.interrupted_status(result["signal"])
+    return cli.DONE
 
 
 if __name__ == "__main__":
