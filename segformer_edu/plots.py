@@ -10,12 +10,18 @@ at least 9 px as displayed.
 
 import base64
 import io
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.text import Text
+import torch.nn.functional as F
+from torch import nn
+
+from .datasets import palette_of
+from .runs import read_jsonl
 
 DPI = 100
 COLUMN_INCHES = 7.7  # the text column is 785 px wide at a 1280 px window and 775 px at 1024 px
@@ -87,3 +93,49 @@ def class_legend(target, names, palette, **options):
                for name, colour in zip(names, palette)]
     options = {"frameon": False} | options
     return target.legend(handles=handles, **options)
+
+
+def plot_curves(out_dir: str | Path):
+    """Training loss and validation mIoU against iterations, from the run's
+    logs; saved as curves.png."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    log, val = read_jsonl(out_dir / "train_log.jsonl"), read_jsonl(out_dir / "metrics.jsonl")
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax_loss.plot([r["iter"] for r in log], [r["loss"] for r in log])
+    ax_loss.set(xlabel="iteration", ylabel="training loss (cross-entropy)", title="loss")
+    ax_miou.plot([r["iter"] for r in val], [100 * r["miou"] for r in val], marker="o")
+    ax_miou.set(xlabel="iteration", ylabel="validation mIoU (%)", title="mIoU")
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Path, count: int = 3):
+    """Rows of image | ground truth | prediction for the first ``count`` images,
+    in the dataset's palette."""
+    import matplotlib.pyplot as plt
+
+    from . import palette as palettes
+    from .transforms import denormalize
+
+    colours = palette_of(dataset, dataset_name)
+    device = next(model.parameters()).device
+    fig, axes = plt.subplots(count, 3, figsize=(10, 2.6 * count), squeeze=False)
+    for row, index in enumerate(range(min(count, len(dataset)))):
+        image, label = dataset[index]
+        prediction = model.predict(image[None].to(device))[0].cpu()  # (h, w)
+        prediction = F.interpolate(prediction[None, None].float(), size=label.shape[-2:],
+                                   mode="nearest")[0, 0]
+        panels = (denormalize(image), palettes.colorize(label, colours),
+                  palettes.colorize(prediction.long(), colours))
+        for ax, panel, title in zip(axes[row], panels, ("image", "ground truth", "prediction")):
+            ax.imshow(panel)
+            ax.set_title(title)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return fig

@@ -101,9 +101,9 @@ def test_bad_protocol_arguments_say_what_is_expected(model, images, kwargs, mess
 
 
 def test_evaluate_with_a_protocol(model):
-    """train.evaluate runs a protocol through inference.segment: a window covering the image is one pass, and the
+    """evaluation.evaluate runs a protocol through inference.segment: a window covering the image is one pass, and the
     metrics are those of the plain evaluation; flips change them."""
-    from segformer_edu.train import evaluate
+    from segformer_edu.evaluation import evaluate
 
     generator = torch.Generator().manual_seed(5)
     frames = [(torch.randn(3, 64, 96, generator=generator), torch.randint(0, 5, (64, 96), generator=generator))
