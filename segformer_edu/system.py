@@ -155,3 +155,23 @@ class StopRequest:
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def refuse_under_load(max_load: float) -> float:
+    """The 1-minute load average before a timed script starts; one line (SystemExit) if it exceeds
+    ``max_load``: timings shared with other work are not this CPU's own."""
+    load = os.getloadavg()[0]
+    if load > max_load:
+        raise SystemExit(f"error: load average {load:.2f} > {max_load}: something else holds the "
+                         "cores; stop it (or wait) and run again, so that the timings are this "
+                         "CPU's own (or pass --max-load)")
+    return load
+
+
+def machine_record(load_before: float) -> dict:
+    """What a timed script stores of the machine: processor, native bf16, threads, torch, and the
+    load average before it and now (the 1-minute average after counts the script's own threads,
+    about one per core)."""
+    return {"machine": cpu_name(), "bf16_flags": cpu_bf16_flags(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
