@@ -5,24 +5,65 @@ and the order in which training draws samples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler, Subset
 
-from .data import IGNORE_INDEX
+from . import data
+from .data import IGNORE_INDEX, SegmentationFolder
+from .palette import CAMVID_PALETTE, ade20k_palette
 from .system import free_memory
 
 if TYPE_CHECKING:  # for the annotations only: train imports this module
     from .train import TrainConfig
 
 
+def camvid_split(cfg: TrainConfig, split: str, transform) -> SegmentationFolder:
+    return data.camvid(cfg.data_root, split=split, transform=transform)
+
+
+def ade20k_split(cfg: TrainConfig, split: str, transform) -> SegmentationFolder:
+    if split == "test":
+        raise ValueError("ADE20K's test images come without labels: evaluate on its val split "
+                         "(drop --test)")
+    ade_split = {"train": "training", "val": "validation"}[split]
+    return data.ade20k(cfg.data_root, split=ade_split, transform=transform)
+
+
+def folder_split(cfg: TrainConfig, split: str, transform) -> SegmentationFolder:
+    return data.folder(cfg.data_root, split, transform, cfg.num_classes, cfg.class_names,
+                       cfg.reduce_zero_label, cfg.ignore_index)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset a run names with --dataset: how to build a split (cfg, split, transform), its
+    class names and their colours (None: the dataset's own, from its classes.json)."""
+
+    build: Callable
+    classes: tuple[str, ...] | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
+
+
+# --dataset NAME -> its entry: a new dataset is one line here (and its reading in data.py)
+DATASETS = {
+    "camvid": DatasetEntry(camvid_split, data.CAMVID_CLASSES, CAMVID_PALETTE),
+    "ade20k": DatasetEntry(ade20k_split, data.ADE20K_CLASSES, ade20k_palette(150)),
+    "folder": DatasetEntry(folder_split),
+}
+
+
 def build_split(cfg: TrainConfig, split: str):
     """The dataset of ``split`` ("train", "val", "test") with its transform, and its class names."""
-    from . import data
     from .transforms import EvalTransform, TrainTransform
 
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"unknown --dataset {cfg.dataset!r}: one of {', '.join(DATASETS)}")
+    entry = DATASETS[cfg.dataset]
     if split == "train":
         transform = TrainTransform(crop_size=tuple(cfg.crop_size), scale=tuple(cfg.scale),
                                    ratio_range=tuple(cfg.ratio_range), ignore_index=IGNORE_INDEX)
@@ -31,35 +72,20 @@ def build_split(cfg: TrainConfig, split: str):
     folder_only = {"num_classes": None, "class_names": None, "reduce_zero_label": False,
                    "ignore_index": IGNORE_INDEX}
     given = [name for name, default in folder_only.items() if getattr(cfg, name) != default]
-    if cfg.dataset != "folder" and given:
+    if entry.classes is not None and given:
         raise ValueError(f"--{given[0].replace('_', '-')} applies to --dataset folder only; "
                          f"{cfg.dataset} has its own classes and label encoding")
-    if cfg.dataset == "camvid":
-        names = list(data.CAMVID_CLASSES)
-        return data.camvid(cfg.data_root, split=split, transform=transform), names
-    if cfg.dataset == "ade20k":
-        if split == "test":
-            raise ValueError("ADE20K's test images come without labels: evaluate on its val split "
-                             "(drop --test)")
-        ade_split = {"train": "training", "val": "validation"}[split]
-        names = list(data.ADE20K_CLASSES)
-        return data.ade20k(cfg.data_root, split=ade_split, transform=transform), names
-    if cfg.dataset == "folder":
-        dataset = data.folder(cfg.data_root, split, transform, cfg.num_classes, cfg.class_names,
-                              cfg.reduce_zero_label, cfg.ignore_index)
-        return dataset, dataset.names
-    raise ValueError(f"unknown --dataset {cfg.dataset!r}: camvid, ade20k or folder")
+    dataset = entry.build(cfg, split, transform)
+    return dataset, list(entry.classes or dataset.names)
 
 
 def palette_of(dataset, dataset_name: str) -> list[tuple[int, int, int]]:
-    """The colour of each class: a folder dataset's own (classes.json, else VOC colours), CamVid's,
-    ADE20K's."""
-    from . import palette as palettes
-
+    """The colour of each class: a folder dataset's own (classes.json, else VOC colours), else the
+    registry's (CamVid's, ADE20K's)."""
     folder = dataset.dataset if isinstance(dataset, Subset) else dataset
     if getattr(folder, "palette", None) is not None:
         return [tuple(int(c) for c in colour) for colour in folder.palette]
-    return list(palettes.CAMVID_PALETTE if dataset_name == "camvid" else palettes.ADE20K_PALETTE)
+    return list(DATASETS[dataset_name].palette)
 
 
 def preload_if_it_fits(splits: list, progress: bool = False) -> bool:

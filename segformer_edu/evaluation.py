@@ -7,10 +7,10 @@ deployment and robustness scripts measure.
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .data import IGNORE_INDEX
+from .inference import predict_labels
 
 
 @torch.no_grad()
@@ -20,12 +20,11 @@ def evaluate(model: nn.Module, dataset, num_classes: int, device: torch.device,
     """mIoU, per-class IoU and pixel accuracy over whole images; predictions resized to the label
     size.
 
-    ``protocol``: keyword arguments of ``inference.segment`` (sliding window, scales, flip) instead
-    of one pass. Each rank takes every world-th image; the confusion matrices are summed over ranks
-    before computing. ``model_seconds`` is the time spent in the model (and protocol), without
-    reading the data.
+    ``protocol``: keyword arguments of ``inference.segment_scores`` (sliding window, scales, flip)
+    instead of one pass. Each rank takes every world-th image; the confusion matrices are summed
+    over ranks before computing. ``model_seconds`` is the time spent in the model (and protocol),
+    without reading the data.
     """
-    from .inference import segment
     from .metrics import ConfusionMatrix
 
     was_training = model.training
@@ -35,14 +34,8 @@ def evaluate(model: nn.Module, dataset, num_classes: int, device: torch.device,
     for index in range(rank, len(dataset), world):
         image, label = dataset[index]  # (3, h, w), (H, W)
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            if protocol is None:
-                scores = model(image[None].to(device))  # (1, K, h/4, w/4)
-            else:
-                scores = segment(model, image[None].to(device), **protocol)  # (1, K, h, w)
-        scores = F.interpolate(scores.float(), size=label.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        prediction = scores.argmax(1)[0]
+        prediction = predict_labels(model, image[None].to(device), label.shape[-2:], dtype,
+                                    protocol)[0]  # (H, W)
         model_seconds += time.perf_counter() - start
         matrix.update(prediction, label.to(device))
     if world > 1:

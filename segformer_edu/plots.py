@@ -17,10 +17,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.text import Text
-import torch.nn.functional as F
 from torch import nn
 
 from .datasets import palette_of
+from .inference import predict_labels
 from .runs import read_jsonl
 
 DPI = 100
@@ -123,18 +123,19 @@ def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Pat
 
     colours = palette_of(dataset, dataset_name)
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
     fig, axes = plt.subplots(count, 3, figsize=(10, 2.6 * count), squeeze=False)
     for row, index in enumerate(range(min(count, len(dataset)))):
         image, label = dataset[index]
-        prediction = model.predict(image[None].to(device))[0].cpu()  # (h, w)
-        prediction = F.interpolate(prediction[None, None].float(), size=label.shape[-2:],
-                                   mode="nearest")[0, 0]
+        prediction = predict_labels(model, image[None].to(device), label.shape[-2:])[0].cpu()
         panels = (denormalize(image), palettes.colorize(label, colours),
-                  palettes.colorize(prediction.long(), colours))
+                  palettes.colorize(prediction, colours))
         for ax, panel, title in zip(axes[row], panels, ("image", "ground truth", "prediction")):
             ax.imshow(panel)
             ax.set_title(title)
             ax.axis("off")
+    model.train(was_training)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

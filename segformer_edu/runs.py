@@ -146,10 +146,7 @@ def claim_run_folder(cfg: TrainConfig, run: Placement) -> dict | None:
                 advice = "start a run among these files with --overwrite"
             raise FileExistsError(f"--out-dir {out} {what}: {advice}, or pass another --out-dir")
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write_test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            cli.try_writing(out)
         except OSError as error:
             raise PermissionError(f"cannot write to --out-dir {out} ({error.strerror or error}): "
                                   "pass a folder you can write to") from error

@@ -151,7 +151,7 @@ def b1_exported(tmp_path_factory):
 
 def test_onnxruntime_model_runs_the_test_time_protocols(exported):
     """The wrapper is called like the PyTorch model, so sliding windows and multi-scale + flip run through it."""
-    from segformer_edu.inference import segment
+    from segformer_edu.inference import segment_scores
 
     model, path, _ = exported
     wrapped = export.OnnxRuntimeModel(path, threads=1)
@@ -159,8 +159,8 @@ def test_onnxruntime_model_runs_the_test_time_protocols(exported):
     for protocol in ({"mode": "slide", "crop_size": (48, 64), "stride": (32, 40)},
                      {"scales": (0.75, 1.25), "flip": True}):
         with torch.no_grad():
-            expected = segment(model, images, **protocol)
-        np.testing.assert_allclose(segment(wrapped, images, **protocol).numpy(), expected.numpy(), atol=ATOL)
+            expected = segment_scores(model, images, **protocol)
+        np.testing.assert_allclose(segment_scores(wrapped, images, **protocol).numpy(), expected.numpy(), atol=ATOL)
 
 
 def test_static_int8_is_calibrated_and_close(exported, tmp_path):

@@ -339,7 +339,7 @@ def test_ctrl_c_in_predict_is_one_line_and_exit_130(tmp_path, hf_model, monkeypa
     photos.mkdir()
     for k in range(3):
         photo(photos / f"{k}.png", seed=k)
-    segment, calls = predict.segment, []
+    segment, calls = predict.segment_image, []
 
     def segment_then_ctrl_c(*args, **kwargs):
         calls.append(1)
@@ -347,7 +347,7 @@ def test_ctrl_c_in_predict_is_one_line_and_exit_130(tmp_path, hf_model, monkeypa
             raise KeyboardInterrupt
         return segment(*args, **kwargs)
 
-    monkeypatch.setattr(predict, "segment", segment_then_ctrl_c)
+    monkeypatch.setattr(predict, "segment_image", segment_then_ctrl_c)
     out = tmp_path / "out"
     assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out),
                          "--no-progress"]) == 130
@@ -360,7 +360,7 @@ def test_preprocess_takes_a_pil_image_or_an_array_as_predict_does(hf_model):
     from_pil, from_array = predict.preprocess(image, (60, 45)), predict.preprocess(np.asarray(image), (60, 45))
     assert from_pil.shape == (1, 3, 64, 64) and torch.equal(from_pil, from_array)  # 60x45 aligned up to 32
     with torch.no_grad():
-        assert np.array_equal(predict.segment(model, image, (60, 45)),
+        assert np.array_equal(predict.segment_image(model, image, (60, 45)),
                               torch.nn.functional.interpolate(model(from_pil), size=(90, 120),
                                                               mode="bilinear").argmax(1)[0].numpy())
     with pytest.raises(ValueError, match="at least 29x29"):
