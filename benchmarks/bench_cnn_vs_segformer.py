@@ -101,11 +101,6 @@ def training_speeds(models: dict, crop: tuple[int, int], batch: int, steps: int,
     return {name: batch / statistics.median(values) for name, values in times.items()}
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    height, width = text.lower().split("x")
-    return int(height), int(width)
-
-
 def main():
     parser = cli.ArgumentParser(prog="python benchmarks/bench_cnn_vs_segformer.py",
                                    description=__doc__.split("\n\n")[0])
@@ -121,7 +116,7 @@ def main():
     parser.add_argument("--out", type=Path, default=RESULTS / "cnn_vs_segformer_speed_cpu.json",
                         help="the JSON it writes")
     args = parser.parse_args()
-    sizes, crop = [parse_size(size) for size in args.sizes], parse_size(args.crop)
+    sizes, crop = [cli.parse_size(size) for size in args.sizes], cli.parse_size(args.crop)
 
     load_before = refuse_under_load(args.max_load)
     models = {name: build(name, args.num_classes, RUNS[name]) for name in MODELS}

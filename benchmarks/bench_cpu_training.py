@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from segformer_edu import SegFormer
+from segformer_edu.cli import parse_size
 from segformer_edu.data import camvid
+from segformer_edu.losses import segmentation_loss
 from segformer_edu.schedule import build_optimizer
 from segformer_edu.system import cpu_bf16_flags, machine_record, refuse_under_load
-from segformer_edu.train import segmentation_loss
 from segformer_edu.transforms import TrainTransform
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
@@ -78,11 +79,6 @@ def pipeline_images_per_s(crop: tuple[int, int], scale: tuple[int, int], frames:
         return repeats * len(frames) / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    height, width = text.lower().split("x")
-    return int(height), int(width)
 
 
 def main():

@@ -39,8 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def calibration_batches(count: int = 16):
     """Validation frames at the test scale (not test frames): the static int8 model's activation ranges."""
     val, _ = build_split(TrainConfig(dataset="camvid", val_scale=(240, 180)), "val")
-    step = len(val) // count
-    return [val[i * step][0][None].numpy() for i in range(count)]
+    return export.dataset_calibration_batches(val, count)
 
 
 def build_runtimes(model, folder: Path, threads: int) -> tuple[dict, dict]:

@@ -31,7 +31,7 @@ from segformer_edu.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SCALE = (240, 180)  # (long, short) side, as the run was validated and tested
-PROTOCOLS = {  # name: (scale of the frames given to the protocol, keyword arguments of inference.segment)
+PROTOCOLS = {  # name: (scale of the frames given to the protocol, keyword arguments of inference.segment_scores)
     "whole, 240x180 (test scale)": (TEST_SCALE, None),
     "whole, 480x360 (native)": ((480, 360), None),
     "slide 180x240 windows, 480x360": ((480, 360), {"mode": "slide", "crop_size": (180, 240),
@@ -52,8 +52,7 @@ def test_set(scale, size_divisor=32):
 def calibration_batches(count: int = 16):
     """Every sixth validation frame at the test scale: the static int8 model's activation ranges."""
     val, _ = build_split(TrainConfig(dataset="camvid", val_scale=TEST_SCALE), "val")
-    step = len(val) // count
-    return [val[i * step][0][None].numpy() for i in range(count)]
+    return export.dataset_calibration_batches(val, count)
 
 
 def summary(metrics: dict) -> dict:

@@ -68,14 +68,16 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     # (see the module docstring)
     dynamic_shapes = {"images": {0: "batch", 2: "height", 3: "width"}} if dynamic else None
     was_training = model.training
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
     # BatchNorm's running statistics and no dropout: a train-mode export gives other numbers
     model.eval()
     try:
         with warnings.catch_warnings():
             # the exporter's notes on its own internals (torchvision ops it skips, a pytree
-            # deprecation), not the model
+            # deprecation), not the model; the logger's level is restored below
             warnings.simplefilter("ignore", FutureWarning)
-            logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+            registration.setLevel(logging.ERROR)
             program = torch.onnx.export(model, (example,), dynamo=True,
                                         dynamic_shapes=dynamic_shapes, opset_version=opset,
                                         verbose=False, input_names=["images"],
@@ -88,6 +90,7 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
             "trace cannot handle") from error
     finally:
         model.train(was_training)
+        registration.setLevel(level)
     # one file: B5 is 0.3 GB, well under protobuf's 2 GB limit
     program.save(str(path), external_data=False)
     exported = onnx.load(str(path))
@@ -205,6 +208,11 @@ class OnnxRuntimeModel(nn.Module):
         return f"{self.path.name}"
 
 
+def spread(total: int, count: int) -> range:
+    """Up to ``count`` indices spread evenly over ``total`` items (every ``total // count``-th)."""
+    return range(0, total, max(total // count, 1))[:count]
+
+
 def calibration_batches(folder, config, scale=None, count: int = 16) -> list[np.ndarray]:
     """Up to ``count`` images of ``folder``, spread over its sorted files, prepared as ``predict``
     prepares them (resized to ``scale`` (long, short) if given, normalised): one (1, 3, h, w)
@@ -213,8 +221,14 @@ def calibration_batches(folder, config, scale=None, count: int = 16) -> list[np.
     from .predict import image_files, preprocess
 
     files = image_files(Path(folder))
-    return [preprocess(read_image(path), scale, config).numpy()
-            for path in files[::max(len(files) // count, 1)][:count]]
+    return [preprocess(read_image(files[index]), scale, config).numpy()
+            for index in spread(len(files), count)]
+
+
+def dataset_calibration_batches(dataset, count: int = 16) -> list[np.ndarray]:
+    """Up to ``count`` images of a dataset of (image (3, h, w), label) pairs, transformed as it
+    transforms them, spread as ``calibration_batches``: one (1, 3, h, w) float32 batch each."""
+    return [dataset[index][0][None].numpy() for index in spread(len(dataset), count)]
 
 
 def check_writable(path: Path, overwrite: bool = False) -> None:

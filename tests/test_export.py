@@ -1,5 +1,6 @@
 """ONNX export (segformer_edu.export): onnxruntime gives PyTorch's logits at sizes the trace never saw; the CLI."""
 
+import logging
 import math
 import shutil
 from collections import Counter
@@ -227,3 +228,8 @@ def test_cli_static_int8_calibrates_on_a_folder(exported, tmp_path, monkeypatch,
     assert export.main(argv[:-1] + [str(empty), "--overwrite"]) == 1
     assert "29" in one_line_error(capsys)  # the smallest side, named
     assert out.read_bytes() == written  # failed exports leave the earlier file as it was
+
+
+def test_the_exporters_logger_is_left_as_it_was(exported):
+    """to_onnx quiets the exporter's registration notes while it exports, and gives the logger its level back."""
+    assert logging.getLogger("torch.onnx._internal.exporter._registration").level == logging.NOTSET
