@@ -57,6 +57,16 @@ DATASETS = {
 }
 
 
+def entry_of(dataset: str | None, names=None) -> DatasetEntry | None:
+    """A checkpoint's entry: by the dataset it names (a training checkpoint), else by its class
+    names (a stored folder keeps only those); None for a dataset the registry does not know."""
+    if dataset in DATASETS:
+        return DATASETS[dataset]
+    known = [entry for entry in DATASETS.values()
+             if names and entry.classes and list(entry.classes) == list(names)]
+    return known[0] if known else None
+
+
 def build_split(cfg: TrainConfig, split: str):
     """The dataset of ``split`` ("train", "val", "test") with its transform, and its class names."""
     from .transforms import EvalTransform, TrainTransform

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .data import IMAGE_SUFFIXES, read_image
-from .datasets import DATASETS
+from .datasets import entry_of
 from .inference import predict_labels
 from .models import load_with_info
 from .palette import ade20k_palette, colorize
@@ -41,10 +41,11 @@ def load_model(source: str, device: torch.device) -> tuple[nn.Module, dict]:
     """(model in eval mode on ``device``: SegFormer or the CNN, whichever ``source`` holds;
     {"names", "palette", "scale"}) from anything ``models.load`` takes: a run folder, a training
     checkpoint, a Hugging Face folder, a hub id, an official file. Names and colours a checkpoint
-    lacks come from its dataset (CamVid's, ADE20K's), else ``class_k`` and ADE20K's."""
+    lacks come from its dataset (CamVid's, ADE20K's; a stored folder's by its class names), else
+    ``class_k`` and ADE20K's."""
     model, info = load_with_info(source)
     num_classes = model.config.num_classes
-    entry = DATASETS.get(info.get("dataset"))
+    entry = entry_of(info.get("dataset"), info["names"])
     default_names = entry.classes if entry is not None else None
     names = info["names"] or default_names or [f"class_{k}" for k in range(num_classes)]
     default_palette = entry.palette if entry is not None else None

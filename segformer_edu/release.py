@@ -46,17 +46,18 @@ def run_record(run: Path, latest: dict) -> dict:
 def store_weights(cfg: TrainConfig, best: dict, out: Path) -> tuple[nn.Module, str]:
     """best.pt's evaluated weights saved to ``out``; returns (the model read back from there, as a
     reader loads it, and what the weights file holds)."""
+    names = list(best.get("classes") or CAMVID_CLASSES)  # runs before classes were saved: CamVid
     if cfg.model == cnn.NAME:  # the CNN baseline of chapter 11: its own folder format
-        model = cnn.DeepLabV3Plus.from_config(cfg.model, num_classes=len(CAMVID_CLASSES))
+        model = cnn.DeepLabV3Plus.from_config(cfg.model, num_classes=len(names))
         model.load_state_dict(evaluated_weights(best))
         # float32 (61 MB), as the stored run was exported: chapter 11's robustness results are keyed
         # to these weights' digest (float16 would be safe too: save_pretrained keeps BatchNorm's
         # statistics in float32)
-        model.eval().save_pretrained(out, class_names=list(CAMVID_CLASSES), dtype=torch.float32)
+        model.eval().save_pretrained(out, class_names=names, dtype=torch.float32)
         return cnn.DeepLabV3Plus.from_pretrained(out), "model.safetensors (fp32)"
-    model = SegFormer.from_config(cfg.model or "b0", num_classes=len(CAMVID_CLASSES))
+    model = SegFormer.from_config(cfg.model or "b0", num_classes=len(names))
     model.load_state_dict(evaluated_weights(best))
-    save_pretrained(model.eval(), out, class_names=list(CAMVID_CLASSES), dtype=torch.float16)
+    save_pretrained(model.eval(), out, class_names=names, dtype=torch.float16)
     # what a reader loads: fp16 weights in fp32
     return SegFormer.from_pretrained(out).eval(), "model.safetensors (fp16)"
 

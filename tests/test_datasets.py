@@ -29,3 +29,15 @@ def test_the_palette_comes_from_the_entry_when_the_dataset_has_none():
 def test_camvid_splits_come_with_its_classes(tiny_dataset):
     split, names = datasets.build_split(TrainConfig(dataset="camvid", data_root=str(tiny_dataset)), "val")
     assert names == list(data.CAMVID_CLASSES) and len(split) == 3
+
+
+def test_a_stored_camvid_model_is_drawn_in_camvid_colours(tmp_path):
+    """A folder keeps only its class names: predict finds CamVid's colours by them (it drew ADE20K's before)."""
+    import torch
+
+    from segformer_edu import SegFormer, predict
+
+    SegFormer.from_config("b0", num_classes=11).save_pretrained(tmp_path / "m", class_names=list(data.CAMVID_CLASSES))
+    _, info = predict.load_model(str(tmp_path / "m"), torch.device("cpu"))
+    assert info["palette"] == list(CAMVID_PALETTE) and info["names"] == list(data.CAMVID_CLASSES)
+    assert datasets.entry_of(None, ["a", "b"]) is None
