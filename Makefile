@@ -1,6 +1,6 @@
 # `make book`: set up a virtual environment and build the book (the main job).
 # `make test`: set up the same environment and run the package tests, every notebook with nbval, and the check of
-# the rendered book (needs Debian's `chromium`; .ci/run installs it).
+# the rendered book (needs Debian's `chromium`; .ci/run installs it). `make test-fast`: the package's fast tests only.
 PYTHON ?= python3
 VENV ?= .venv
 # PyTorch, the version the stored outputs were made with. Where pip finds it without an index (a wheel in pip's
@@ -18,7 +18,7 @@ NPM ?= npm
 # MathJax, bundled into the book so that math typesets offline (package.json pins it; the lock file fixes it)
 MATHJAX := node_modules/mathjax/es5/tex-mml-chtml.js
 
-.PHONY: venv mathjax book test clean
+.PHONY: venv mathjax book test test-fast clean
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ book: venv mathjax
 # tests/test_rendered_book.py builds the book (so MathJax must be there) and reads it in headless Chromium
 test: venv mathjax
 	$(BIN)/python -m pytest
+
+# The package's tests without the notebooks, the rendered book and the slow ones (trainings, the real CamVid,
+# subprocesses): a few minutes. Markers (pyproject.toml) choose other tiers, e.g. -m "slow and not cli".
+test-fast: venv
+	$(BIN)/python -m pytest tests -m "not slow and not book" -o addopts="-p no:cacheprovider"
 
 clean:
 	rm -rf _build

@@ -19,18 +19,17 @@ book/results/cnn_vs_segformer_speed_cpu.json).
 """
 
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from segformer_edu import SegFormer, errors
+from segformer_edu import SegFormer, cli
 from segformer_edu.cnn import NAME as CNN_NAME
 from segformer_edu.cnn import DeepLabV3Plus
 from segformer_edu.schedule import build_optimizer
-from segformer_edu.system import cpu_name
+from segformer_edu.system import machine_record, refuse_under_load
 from segformer_edu.train import TrainConfig, model_loss
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
@@ -102,13 +101,8 @@ def training_speeds(models: dict, crop: tuple[int, int], batch: int, steps: int,
     return {name: batch / statistics.median(values) for name, values in times.items()}
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    height, width = text.lower().split("x")
-    return int(height), int(width)
-
-
 def main():
-    parser = errors.ArgumentParser(prog="python benchmarks/bench_cnn_vs_segformer.py",
+    parser = cli.ArgumentParser(prog="python benchmarks/bench_cnn_vs_segformer.py",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["192x256", "360x480", "512x512"],
                         help="HxW of the latency")
@@ -122,13 +116,9 @@ def main():
     parser.add_argument("--out", type=Path, default=RESULTS / "cnn_vs_segformer_speed_cpu.json",
                         help="the JSON it writes")
     args = parser.parse_args()
-    sizes, crop = [parse_size(size) for size in args.sizes], parse_size(args.crop)
+    sizes, crop = [cli.parse_size(size) for size in args.sizes], cli.parse_size(args.crop)
 
-    load_before = os.getloadavg()[0]
-    if load_before > args.max_load:
-        raise SystemExit(f"error: load average {load_before:.2f} > {args.max_load}: something "
-                         "else holds the cores; stop it (or wait) and run again, so that the "
-                         "timings are this CPU's own")
+    load_before = refuse_under_load(args.max_load)
     models = {name: build(name, args.num_classes, RUNS[name]) for name in MODELS}
     rows = []
     for size in sizes:
@@ -142,11 +132,8 @@ def main():
               f"{speed:6.1f} images/s", flush=True)
         rows.append({"part": "training step", "model": name, "crop": list(crop),
                      "batch": args.batch, "dtype": models[name][3], "images_per_s": speed})
-    # after: the 1-minute average now counts this benchmark's own threads (about one per core)
-    result = {"machine": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "inference_dtype": "fp32", "num_classes": args.num_classes, "reps": args.reps,
-              "steps": args.steps, "load_average_before": load_before,
-              "load_average_after": os.getloadavg()[0], "rows": rows}
+    result = {**machine_record(load_before), "inference_dtype": "fp32",
+              "num_classes": args.num_classes, "reps": args.reps, "steps": args.steps, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -13,7 +13,6 @@ Writes the numbers to --out (default book/results/cpu_training_speed.json), whic
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -21,10 +20,11 @@ from pathlib import Path
 import torch
 
 from segformer_edu import SegFormer
+from segformer_edu.cli import parse_size
 from segformer_edu.data import camvid
+from segformer_edu.losses import segmentation_loss
 from segformer_edu.schedule import build_optimizer
-from segformer_edu.system import cpu_bf16_flags, cpu_name
-from segformer_edu.train import segmentation_loss
+from segformer_edu.system import cpu_bf16_flags, machine_record, refuse_under_load
 from segformer_edu.transforms import TrainTransform
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
@@ -81,11 +81,6 @@ def pipeline_images_per_s(crop: tuple[int, int], scale: tuple[int, int], frames:
         torch.set_num_threads(threads)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    height, width = text.lower().split("x")
-    return int(height), int(width)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="b0")
@@ -100,10 +95,7 @@ def main():
                         help="refuse to start (and to store) when the 1-minute load average exceeds this")
     args = parser.parse_args()
 
-    load_before = os.getloadavg()[0]
-    if load_before > args.max_load:
-        raise SystemExit(f"error: load average {load_before:.2f} > {args.max_load}: something else holds the "
-                         f"cores; stop it (or wait) and run again, so that the timings are this CPU's own")
+    load_before = refuse_under_load(args.max_load)
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, bf16 flags: {cpu_bf16_flags()}, "
           f"load average {load_before:.2f}")
     rows = []
@@ -130,11 +122,7 @@ def main():
         print(f"stage-1 attention forward + backward, batch {args.batch}, {crop[0]}x{crop[1]}, {dtype}: {ms:.1f} ms")
         rows.append(dict(part="stage-1 attention fwd+bwd", crop=list(crop), dtype=str(dtype).split(".")[-1],
                          batch=args.batch, ms=ms))
-    # after: the 1-minute average now counts this benchmark's own threads (about one per core)
-    load_after = os.getloadavg()[0]
-    result = dict(machine=cpu_name(), threads=torch.get_num_threads(), bf16_flags=cpu_bf16_flags(),
-                  torch=torch.__version__, variant=args.variant, load_average_before=load_before,
-                  load_average_after=load_after, rows=rows)
+    result = {**machine_record(load_before), "variant": args.variant, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

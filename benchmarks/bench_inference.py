@@ -29,7 +29,8 @@ import torch
 from segformer_edu import export
 from segformer_edu.assets import trained_camvid_model
 from segformer_edu.system import cpu_name
-from segformer_edu.train import TrainConfig, datasets
+from segformer_edu.datasets import build_split
+from segformer_edu.train import TrainConfig
 
 SIZES = [(512, 512), (360, 480)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def calibration_batches(count: int = 16):
     """Validation frames at the test scale (not test frames): the static int8 model's activation ranges."""
-    val, _ = datasets(TrainConfig(dataset="camvid", val_scale=(240, 180)), "val")
-    step = len(val) // count
-    return [val[i * step][0][None].numpy() for i in range(count)]
+    val, _ = build_split(TrainConfig(dataset="camvid", val_scale=(240, 180)), "val")
+    return export.dataset_calibration_batches(val, count)
 
 
 def build_runtimes(model, folder: Path, threads: int) -> tuple[dict, dict]:

@@ -107,7 +107,7 @@ def measure(run, images, mode: str, reps: int, warmup: int, device: torch.device
     return times, first
 
 
-def main():
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=["b0", "b2"])
     parser.add_argument("--impls", nargs="+", default=["segformer_edu", "transformers", "segformer_pytorch"])
@@ -121,8 +121,11 @@ def main():
     parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main():
+    args = parse_args()
     device = torch.device(args.device)
     out = args.out or RESULTS / f"speed_{device_slug(device)}.json"
     peak = peak_tflops(device)

@@ -24,12 +24,14 @@ import torch
 
 from segformer_edu import export
 from segformer_edu.assets import trained_camvid_model
-from segformer_edu.system import cpu_name
-from segformer_edu.train import TrainConfig, datasets, evaluate
+from segformer_edu.system import machine_record, refuse_under_load
+from segformer_edu.datasets import build_split
+from segformer_edu.evaluation import evaluate
+from segformer_edu.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SCALE = (240, 180)  # (long, short) side, as the run was validated and tested
-PROTOCOLS = {  # name: (scale of the frames given to the protocol, keyword arguments of inference.segment)
+PROTOCOLS = {  # name: (scale of the frames given to the protocol, keyword arguments of inference.segment_scores)
     "whole, 240x180 (test scale)": (TEST_SCALE, None),
     "whole, 480x360 (native)": ((480, 360), None),
     "slide 180x240 windows, 480x360": ((480, 360), {"mode": "slide", "crop_size": (180, 240),
@@ -49,9 +51,8 @@ def test_set(scale, size_divisor=32):
 
 def calibration_batches(count: int = 16):
     """Every sixth validation frame at the test scale: the static int8 model's activation ranges."""
-    val, _ = datasets(TrainConfig(dataset="camvid", val_scale=TEST_SCALE), "val")
-    step = len(val) // count
-    return [val[i * step][0][None].numpy() for i in range(count)]
+    val, _ = build_split(TrainConfig(dataset="camvid", val_scale=TEST_SCALE), "val")
+    return export.dataset_calibration_batches(val, count)
 
 
 def summary(metrics: dict) -> dict:
@@ -90,10 +91,7 @@ def main():
     parser.add_argument("--max-load", type=float, default=0.5,
                         help="refuse to start above this 1-minute load average (the times are results)")
     args = parser.parse_args()
-    load_before = os.getloadavg()[0]
-    if load_before > args.max_load:
-        raise SystemExit(f"error: load average {load_before:.2f} > {args.max_load}: something else holds the "
-                         "cores; wait for it to finish (or pass --max-load)")
+    load_before = refuse_under_load(args.max_load)
 
     torch.set_num_threads(args.threads)
     model = trained_camvid_model(ROOT / "book")
@@ -102,10 +100,9 @@ def main():
     with torch.no_grad(), tempfile.TemporaryDirectory() as folder:
         by_runtime = runtimes(model, frames, Path(folder), args.threads)
         by_protocol = protocols(model)
-    result = {"machine": cpu_name(), "threads": args.threads, "torch": torch.__version__, "frames": len(frames),
+    result = {**machine_record(load_before), "frames": len(frames),
               "calibration": "16 validation frames (every sixth), 256x192", "runtimes": by_runtime,
-              "protocols": by_protocol, "wall_s": time.perf_counter() - start,
-              "load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
+              "protocols": by_protocol, "wall_s": time.perf_counter() - start}
     args.out.write_text(json.dumps(result, indent=1, default=list) + "\n")
 
 

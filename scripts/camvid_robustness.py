@@ -11,7 +11,7 @@ at its own size by ``segformer_edu.corruptions`` (16 corruptions; severities 1-5
 each frame's randomness seeded by (``--seed``, corruption, severity, frame). Every model then sees
 the same corrupted frames as its test run saw the clean ones: resized to the model's evaluation
 scale (``eval_scale`` in its folder's test_metrics.json), logits resized to the 360x480 label,
-void ignored: ``segformer_edu.train.evaluate``. The clean frames are evaluated too, as the
+void ignored: ``segformer_edu.evaluation.evaluate``. The clean frames are evaluated too, as the
 reference.
 
 Resumable: --out (default book/results/robustness.json) is rewritten after every (corruption,
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from segformer_edu import SegFormer, corruptions, data, errors
+from segformer_edu import SegFormer, cli, corruptions, data
 from segformer_edu.cnn import NAME as CNN_NAME
 from segformer_edu.cnn import DeepLabV3Plus
-from segformer_edu.system import cpu_name
-from segformer_edu.train import evaluate
+from segformer_edu.system import cpu_name, machine_record, refuse_under_load
+from segformer_edu.evaluation import evaluate
 from segformer_edu.transforms import EvalTransform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +184,7 @@ def time_corruptions(args) -> dict:
     frames (default 4), after one untimed call (numba compiles glass blur on its first)."""
     test_set = data.camvid(args.data_root, "test")
     frames = [test_set.load(index)[0] for index in frame_indices(len(test_set), args.frames or 4)]
-    load_before = os.getloadavg()[0]
+    load_before = refuse_under_load(args.max_load)
     seconds = {}
     for name in args.corruptions or corruptions.CORRUPTIONS:
         corruptions.corrupt(frames[0], name, 1, 0)
@@ -196,13 +196,11 @@ def time_corruptions(args) -> dict:
         seconds[name] = (time.perf_counter() - start) / calls
         print(f"{name:17s} {1e3 * seconds[name]:7.1f} ms per frame", flush=True)
     return {"seconds_per_frame": seconds, "frames": len(frames),
-            "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-            "versions": corruptions.versions(), "machine": cpu_name(),
-            "threads": torch.get_num_threads()}
+            "versions": corruptions.versions(), **machine_record(load_before)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = errors.ArgumentParser(prog="python scripts/camvid_robustness.py",
+    parser = cli.ArgumentParser(prog="python scripts/camvid_robustness.py",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", metavar="NAME=FOLDER",
                         help=f"a stored model to test (repeat for several; default "
@@ -216,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="CamVid folder (default: as the trainer)")
     parser.add_argument("--time-only", action="store_true",
                         help="print the seconds per frame of each corruption; store nothing")
+    parser.add_argument("--max-load", type=float, default=0.5,
+                        help="with --time-only: refuse to start above this 1-minute load average")
     args = parser.parse_args(argv)
     try:
         if args.time_only:
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run(args)
     except (FileNotFoundError, ValueError) as error:  # one line, before any work
-        return errors.report(error)
+        return cli.report(error)
     if not args.time_only:
         print(f"wrote {args.out}")
     return 0

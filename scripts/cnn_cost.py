@@ -6,9 +6,8 @@ MobileNetV2 at output stride 8 (book chapter 11; the paper's Table 2), counted t
 1. mmcv's rules (``segformer_edu.flops.MMCV``), the ones behind the paper's "FLOPs", which are
    multiply-accumulates: conv k*k*C_in/groups per output (+1 for a bias), BatchNorm 2 and ReLU 1
    per element, SegFormer's attention products added by hand. The package's ``flops.count_macs``
-   hooks only SegFormer's modules, so ``count_macs`` below hooks any model with the same rules
-   (``flops.module_macs``) plus two that mmcv has and SegFormer never needs: ReLU6 (1 per
-   element) and adaptive average pooling (1 per input element). On SegFormer it equals the
+   hooks SegFormer's modules; ``count_macs`` below passes it two extra rules that mmcv has and
+   SegFormer never needs: ReLU6 (1 per element) and adaptive average pooling (1 per input element). On SegFormer it equals the
    package's count exactly (tests/test_cnn.py).
 2. PyTorch's ``torch.utils.flop_counter.FlopCounterMode``, which counts the FLOPs (2 per MAC) of
    aten's convolutions and matrix products, attention included, and nothing else. Models run on
@@ -22,7 +21,6 @@ parameter of the model, the auxiliary head's included.
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -30,7 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from segformer_edu.cnn import NAME, DeepLabV3Plus
-from segformer_edu.flops import COUNTED, MATMULS, MMCV, Convention, meta_model, module_macs
+from segformer_edu.flops import MATMULS, MMCV, Convention, meta_model
 from segformer_edu.flops import count_macs as package_count_macs
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
@@ -40,35 +38,13 @@ CLASSES = (150, 11)
 TABLE_2 = {"SegFormer-B0": (3.8, 8.4), "DeepLabV3+ / MobileNetV2": (15.4, 69.4)}
 
 
-@torch.no_grad()
 def count_macs(model: nn.Module, height: int, width: int, convention: Convention = MMCV,
                pooling: bool = True) -> dict[str, int]:
-    """MACs per module of one forward pass (eval mode) of a ``height`` x ``width`` image."""
-    counts: dict[str, int] = defaultdict(int)
-
-    def hook(name):
-        def record(module, args, output):
-            if isinstance(module, nn.ReLU6):
-                counts[name] += output.numel() * convention.relu
-            elif isinstance(module, nn.AdaptiveAvgPool2d):
-                counts[name] += args[0].numel() * pooling
-            else:
-                counts[name] += module_macs(module, args, output, convention)
-        return record
-
-    counted = (*COUNTED, nn.ReLU6, nn.AdaptiveAvgPool2d)  # the package's rules, and two more
-    handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
-               if isinstance(module, counted)]
-    was_training = model.training
-    try:
-        model.eval()
-        device = next(model.parameters()).device
-        model(torch.empty(1, model.config.in_channels, height, width, device=device))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return dict(counts)
+    """MACs per module of one forward pass (eval mode) of a ``height`` x ``width`` image: the
+    package's rules, and two more."""
+    rules = {nn.ReLU6: lambda module, args, output: output.numel() * convention.relu,
+             nn.AdaptiveAvgPool2d: lambda module, args, output: args[0].numel() * pooling}
+    return package_count_macs(model, height, width, convention, rules)
 
 
 def flop_counter_macs(model: nn.Module, height: int, width: int) -> int:

@@ -36,7 +36,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from segformer_edu.train import NonFiniteLossError, TrainConfig, read_jsonl, train
+from segformer_edu.runs import read_jsonl
+from segformer_edu.train import NonFiniteLossError, TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 OUT_DIRS = {"lr": "camvid_b0_cpu", "levers": "camvid_b0_cpu", "cnn": "camvid_cnn_cpu"}  # under RESULTS

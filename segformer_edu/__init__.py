@@ -3,7 +3,8 @@ book."""
 
 from .config import VARIANTS, SegFormerConfig
 from .model import SegFormer
+from .models import load
 from .transforms import preprocess
 
-__all__ = ["SegFormer", "SegFormerConfig", "VARIANTS", "preprocess"]
+__all__ = ["SegFormer", "SegFormerConfig", "VARIANTS", "load", "preprocess"]
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ alone, so each file is downloaded once from the book's repository into
 
 from pathlib import Path
 
-from . import errors
+from . import cli
 from .data import cache_dir, download
 
 REPOSITORY_FILES = "https://raw.githubusercontent.com/segformer-edu/segformer-edu/main/"
@@ -35,9 +35,9 @@ def book_file(relative: str, book_dir: str | Path = ".") -> Path:
         try:
             download(REPOSITORY_FILES + "book/" + relative, cached, offline_hint=OFFLINE)
         except ConnectionError as error:
-            raise errors.DownloadError(f"book/{relative} is neither in {Path(book_dir).resolve()} "
+            raise cli.DownloadError(f"book/{relative} is neither in {Path(book_dir).resolve()} "
                                        f"nor in {cached} and cannot be fetched "
-                                       f"({errors.one_line(error)})") from None
+                                       f"({cli.one_line(error)})") from None
     return cached
 
 
@@ -76,14 +76,10 @@ def segment_frame(model, frame, scale: tuple[int, int] | None = (240, 180)):
     frame resized to ``scale`` (long, short side; EvalTransform aligns it to multiples of 32), the
     logits resized back."""
     import numpy as np
-    import torch
-    import torch.nn.functional as F
 
+    from .inference import predict_labels
     from .transforms import EvalTransform
 
     frame = np.asarray(frame)
     images, _ = EvalTransform(scale=scale)(frame, np.zeros(frame.shape[:2], np.uint8))  # (3, h, w)
-    with torch.no_grad():
-        logits = model(images[None])  # (1, K, h/4, w/4)
-    logits = F.interpolate(logits, size=frame.shape[:2], mode="bilinear", align_corners=False)
-    return logits.argmax(1)[0].numpy()
+    return predict_labels(model, images[None], frame.shape[:2])[0].numpy()

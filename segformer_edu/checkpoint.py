@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from . import errors
+from . import cli
 from .config import VARIANTS, SegFormerConfig
 from .convert import detect_layout, from_edu, to_edu
 
@@ -114,7 +114,7 @@ def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a pickle error says little; name the file
-        raise ValueError(f"cannot read checkpoint {path}: {errors.one_line(error)}") from error
+        raise ValueError(f"cannot read checkpoint {path}: {cli.one_line(error)}") from error
 
 
 # -------------------------------------------------------------------- where a checkpoint comes from
@@ -194,7 +194,7 @@ def _download(hub_id: str) -> Path:
                 continue
     except Exception as error:
         raise OSError(f"could not download {hub_id!r} from the Hugging Face hub "
-                      f"({type(error).__name__}: {errors.one_line(error)}); {advice}") from error
+                      f"({type(error).__name__}: {cli.one_line(error)}); {advice}") from error
     raise FileNotFoundError(f"{hub_id!r} on the hub has none of {WEIGHT_FILES}")
 
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import check_image_shape
+from .inference import Segmenter
 
 NAME = "deeplabv3plus-mobilenetv2"
 # MobileNetV2's seven layers, (expansion t, output channels c, blocks n) of its paper's Table 2
@@ -234,7 +235,7 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class DeepLabV3Plus(nn.Module):
+class DeepLabV3Plus(Segmenter):
     """images (B, 3, H, W) -> logits (B, num_classes, ceil(H / 4), ceil(W / 4)), as SegFormer."""
 
     def __init__(self, config: DeepLabV3PlusConfig):
@@ -267,22 +268,8 @@ class DeepLabV3Plus(nn.Module):
         logits = self.decoder(features)
         return (logits, self.aux_head(features[2])) if aux else logits
 
-    @torch.no_grad()
-    def predict(self, images: Tensor, mode: str = "whole", crop_size: tuple[int, int] | None = None,
-                stride: tuple[int, int] | None = None, scales: tuple[float, ...] = (1.0,),
-                flip: bool = False) -> Tensor:
-        """Class indices (B, H, W) at the input's resolution: ``inference.segment``'s protocols,
-        as ``SegFormer.predict``."""
-        from .inference import segment
-
+    def check_input(self, images: Tensor) -> None:
         check_images(images, self.config)
-        was_training = self.training
-        self.eval()
-        try:
-            scores = segment(self, images, mode, crop_size, stride, scales, flip)  # (B, K, H, W)
-        finally:
-            self.train(was_training)
-        return scores.argmax(dim=1)
 
     def save_pretrained(self, folder: str | Path, class_names: list[str] | None = None,
                         dtype: torch.dtype | None = None) -> Path:

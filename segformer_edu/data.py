@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import errors
+from . import cli
 from .transforms import EvalTransform
 
 # left out of the loss and the metric; the label padding; CamVid's void and ADE20K's "other"
@@ -587,40 +587,6 @@ def folder(root, split: str = "train", transform=None, num_classes: int | None =
     return FolderDataset(root, split, labels, classes["names"], classes["draw_palette"], transform)
 
 
-def _wrap(items: list[str], width: int = 110) -> list[str]:
-    """``items`` joined by ", " into indented lines of at most ``width`` columns,
-    never splitting an item."""
-    lines = [[]]
-    for item in items:
-        if lines[-1] and len("  " + ", ".join(lines[-1] + [item])) > width:
-            lines.append([])
-        lines[-1].append(item)
-    return ["  " + ", ".join(line) + ("," if index < len(lines) - 1 else "")
-            for index, line in enumerate(lines)]
-
-
-def data_report(splits: dict, names: list[str]) -> tuple[str, list[str]]:
-    """(a short report, warnings) before training: images per split; the class pixel shares and
-    ignore share of each split in ``splits`` that has counts. ``splits`` maps a split name to
-    (images, pixel counts or None), counts as SegmentationFolder.pixel_counts: (num_classes + 1,),
-    the ignore index last."""
-    lines = ["data: " + ", ".join(f"{name} {images} images"
-                                  for name, (images, _) in splits.items())]
-    warnings = []
-    for split, (_, counts) in splits.items():
-        if counts is None:
-            continue
-        counts = np.asarray(counts, np.float64)
-        total = max(counts.sum(), 1.0)
-        lines.append(f"{split} pixels: ignore {100 * counts[-1] / total:.1f}%; by class:")
-        shares = [f"{name} {100 * share / total:.1f}%" for name, share in zip(names, counts[:-1])]
-        lines += _wrap(shares)
-        if split == "train":
-            warnings += [f"warning: class {k} ({name}) never appears in the training masks"
-                         for k, (name, count) in enumerate(zip(names, counts[:-1])) if count == 0]
-    return "\n".join(lines), warnings
-
-
 # ----------------------------------------------------------------------------- downloads
 
 DATASET_OFFLINE = ("without internet, copy the dataset by hand and set SEGFORMER_DATA to the "
@@ -654,10 +620,10 @@ def download(url: str, path: Path, chunk_size: int = 1 << 20,
                     bar.update(len(block))
     except (urllib.error.URLError, OSError) as error:  # offline, DNS, refused, reset, timeout
         kept = f" ({part} keeps what arrived)" if part.exists() and part.stat().st_size else ""
-        raise errors.DownloadError(f"could not download {url}: {error}; check the connection and "
+        raise cli.DownloadError(f"could not download {url}: {error}; check the connection and "
                                    f"call again{kept}; {offline_hint}") from None
     if total is not None and part.stat().st_size != total:
-        raise errors.DownloadError(f"download of {url} stopped at {part.stat().st_size} of {total} "
+        raise cli.DownloadError(f"download of {url} stopped at {part.stat().st_size} of {total} "
                                    "bytes; call again to resume")
     part.replace(path)
     return path

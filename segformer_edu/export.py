@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import errors
+from . import cli
 from .encoder import check_image_shape
 
 # the example the trace runs on: any size >= min_side whose reduced maps are all > 1 px
@@ -68,14 +68,16 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     # (see the module docstring)
     dynamic_shapes = {"images": {0: "batch", 2: "height", 3: "width"}} if dynamic else None
     was_training = model.training
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
     # BatchNorm's running statistics and no dropout: a train-mode export gives other numbers
     model.eval()
     try:
         with warnings.catch_warnings():
             # the exporter's notes on its own internals (torchvision ops it skips, a pytree
-            # deprecation), not the model
+            # deprecation), not the model; the logger's level is restored below
             warnings.simplefilter("ignore", FutureWarning)
-            logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+            registration.setLevel(logging.ERROR)
             program = torch.onnx.export(model, (example,), dynamo=True,
                                         dynamic_shapes=dynamic_shapes, opset_version=opset,
                                         verbose=False, input_names=["images"],
@@ -83,11 +85,12 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     except Exception as error:
         raise RuntimeError(
             f"torch.onnx.export(dynamo=True) failed on this model ({type(error).__name__}: "
-            f"{errors.one_line(error)}). Try dynamic=False (one fixed size), another opset, or a "
+            f"{cli.one_line(error)}). Try dynamic=False (one fixed size), another opset, or a "
             "newer torch/onnxscript; torch.export.draft_export(model, (images,)) reports what the "
             "trace cannot handle") from error
     finally:
         model.train(was_training)
+        registration.setLevel(level)
     # one file: B5 is 0.3 GB, well under protobuf's 2 GB limit
     program.save(str(path), external_data=False)
     exported = onnx.load(str(path))
@@ -205,6 +208,11 @@ class OnnxRuntimeModel(nn.Module):
         return f"{self.path.name}"
 
 
+def spread(total: int, count: int) -> range:
+    """Up to ``count`` indices spread evenly over ``total`` items (every ``total // count``-th)."""
+    return range(0, total, max(total // count, 1))[:count]
+
+
 def calibration_batches(folder, config, scale=None, count: int = 16) -> list[np.ndarray]:
     """Up to ``count`` images of ``folder``, spread over its sorted files, prepared as ``predict``
     prepares them (resized to ``scale`` (long, short) if given, normalised): one (1, 3, h, w)
@@ -213,8 +221,14 @@ def calibration_batches(folder, config, scale=None, count: int = 16) -> list[np.
     from .predict import image_files, preprocess
 
     files = image_files(Path(folder))
-    return [preprocess(read_image(path), scale, config).numpy()
-            for path in files[::max(len(files) // count, 1)][:count]]
+    return [preprocess(read_image(files[index]), scale, config).numpy()
+            for index in spread(len(files), count)]
+
+
+def dataset_calibration_batches(dataset, count: int = 16) -> list[np.ndarray]:
+    """Up to ``count`` images of a dataset of (image (3, h, w), label) pairs, transformed as it
+    transforms them, spread as ``calibration_batches``: one (1, 3, h, w) float32 batch each."""
+    return [dataset[index][0][None].numpy() for index in spread(len(dataset), count)]
 
 
 def check_writable(path: Path, overwrite: bool = False) -> None:
@@ -240,7 +254,7 @@ def check_writable(path: Path, overwrite: bool = False) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = errors.ArgumentParser(prog="python -m segformer_edu.export",
+    parser = cli.ArgumentParser(prog="python -m segformer_edu.export",
                                    description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a training run's out_dir (best.pt), a "
                                                        "checkpoint file, a Hugging Face folder or "
@@ -292,9 +306,9 @@ def main(argv=None) -> int:
         partial.replace(out)
     except KeyboardInterrupt:
         print(f"interrupted: nothing was written to {out}", file=sys.stderr)
-        return errors.INTERRUPTED
+        return cli.INTERRUPTED
     except (ImportError, OSError, ValueError, RuntimeError) as error:  # a line, no traceback
-        return errors.report(error)
+        return cli.report(error)
     finally:
         for leftover in (fp32, partial):
             if leftover.parent.is_dir():  # an --out under a file was refused before any writing
@@ -306,7 +320,7 @@ def main(argv=None) -> int:
         kind = ", int8 weights"
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB{kind}): images (B, 3, H, W) float32, "
           f"H, W >= {model.config.min_side} -> logits (B, {model.config.num_classes}, H/4, W/4)")
-    return errors.DONE
+    return cli.DONE
 
 
 if __name__ == "__main__":

@@ -93,22 +93,29 @@ def module_macs(module: nn.Module, args: tuple, output, convention: Convention =
 
 
 @torch.no_grad()
-def count_macs(model: SegFormer, height: int, width: int,
-               convention: Convention = MMCV) -> dict[str, int]:
+def count_macs(model: SegFormer, height: int, width: int, convention: Convention = MMCV,
+               extra_rules: dict | None = None) -> dict[str, int]:
     """MACs per module for one ``height`` x ``width`` image, counted by hooks during a forward pass.
 
     Runs on the model's device; a model on ``torch.device("meta")`` (see ``meta_model``) counts
     B5 at 1024 x 2048 in milliseconds, because meta tensors have shapes but no data.
+    ``extra_rules``: {module type: rule(module, args, output) -> MACs} for modules SegFormer does
+    not have (another model's), checked before the package's rules.
     """
     counts: dict[str, int] = defaultdict(int)
+    rules = dict(extra_rules or {})
 
     def hook(name):
         def record(module, args, output):
-            counts[name] += module_macs(module, args, output, convention)
+            rule = next((rule for kind, rule in rules.items() if isinstance(module, kind)), None)
+            if rule is None:
+                counts[name] += module_macs(module, args, output, convention)
+            else:
+                counts[name] += rule(module, args, output)
         return record
 
     handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
-               if isinstance(module, COUNTED)]
+               if isinstance(module, (*COUNTED, *rules))]
     was_training = model.training
     try:
         model.eval()

@@ -7,9 +7,12 @@ and multi-scale + flip ("MS" rows), as mmseg's ``EncoderDecoder`` runs them.
 * multi-scale + flip: the image resized by each ratio in ``scales`` (and mirrored if ``flip``), each
   view run by one of the above, its softmax resized back and un-mirrored, the softmaxes averaged.
 
-Every function returns scores at the input's full resolution, (B, K, H, W).
+Every protocol returns scores at the input's full resolution, (B, K, H, W). ``predict_labels`` is
+the one way from images to class indices: ``predict``, ``evaluation.evaluate``, the command line
+``segformer_edu.predict``, the book's figures and assets all go through it.
 """
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -50,9 +53,9 @@ def slide_logits(model: nn.Module, images: Tensor, crop_size: tuple[int, int],
     return total / count
 
 
-def segment(model: nn.Module, images: Tensor, mode: str = "whole",
-            crop_size: tuple[int, int] | None = None, stride: tuple[int, int] | None = None,
-            scales: tuple[float, ...] = (1.0,), flip: bool = False) -> Tensor:
+def segment_scores(model: nn.Module, images: Tensor, mode: str = "whole",
+                   crop_size: tuple[int, int] | None = None, stride: tuple[int, int] | None = None,
+                   scales: tuple[float, ...] = (1.0,), flip: bool = False) -> Tensor:
     """Scores (B, K, H, W) under a test-time protocol: logits for one view, averaged softmax for
     several (mmseg ``aug_test``). ``scales`` are ratios of the input's size."""
     if mode not in ("whole", "slide"):
@@ -80,3 +83,47 @@ def segment(model: nn.Module, images: Tensor, mode: str = "whole",
         probs = resize(run(view), (height, width)).softmax(dim=1)
         total = total + (probs.flip(3) if mirrored else probs)
     return total / len(views)
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, images: Tensor, size: tuple[int, int] | None = None,
+                   dtype: torch.dtype | None = None, protocol: dict | None = None) -> Tensor:
+    """Normalised images (B, 3, h, w) -> class indices (B, H, W), torch.long: the logits of one
+    pass (or the scores of ``protocol``, keyword arguments of ``segment_scores``) resized
+    bilinearly to ``size`` (default: the input's), then argmax. ``dtype``: autocast (None:
+    float32). The model's mode (eval or train) is the caller's."""
+    with torch.autocast(images.device.type, dtype=dtype or torch.float32,
+                        enabled=dtype is not None):
+        scores = model(images) if protocol is None else segment_scores(model, images, **protocol)
+    return resize(scores.float(), tuple(size or images.shape[2:])).argmax(dim=1)
+
+
+class Segmenter(nn.Module):
+    """A segmentation model (SegFormer, the CNN baseline): ``forward`` gives logits at a fraction
+    of the input's size, ``check_input`` refuses images it cannot take, ``predict`` gives class
+    indices at the input's size."""
+
+    def check_input(self, images: Tensor) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, mode: str = "whole", crop_size: tuple[int, int] | None = None,
+                stride: tuple[int, int] | None = None, scales: tuple[float, ...] = (1.0,),
+                flip: bool = False) -> Tensor:
+        """Class indices (B, H, W), torch.long, at the input's full resolution (eval mode, no
+        gradients).
+
+        ``mode="whole"`` runs the image at once (the paper's ADE20K protocol); ``mode="slide"`` runs
+        windows of ``crop_size`` every ``stride`` (Cityscapes: 1024x1024, stride 768); ``scales``
+        (ratios) and ``flip`` average the softmax over resized and mirrored views (the "MS" rows).
+        """
+        # before any resizing, so that the message names the caller's shape
+        self.check_input(images)
+        protocol = {"mode": mode, "crop_size": crop_size, "stride": stride, "scales": scales,
+                    "flip": flip}
+        was_training = self.training
+        self.eval()
+        try:
+            return predict_labels(self, images, protocol=protocol)
+        finally:
+            self.train(was_training)

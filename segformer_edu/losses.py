@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = 255  # the data module's value; padding and CamVid's void
+from .data import IGNORE_INDEX  # padding and CamVid's void
+
 CLASS_WEIGHTINGS = ("enet", "median")
 
 

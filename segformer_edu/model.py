@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from .config import SegFormerConfig
 from .decoder import AllMLPDecoder
 from .encoder import MixTransformer, check_images
+from .inference import Segmenter
 
 
 def init_weights(module: nn.Module) -> None:
@@ -29,7 +30,7 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class SegFormer(nn.Module):
+class SegFormer(Segmenter):
     """images (B, 3, H, W) -> logits (B, num_classes, ceil(H / 4), ceil(W / 4))."""
 
     def __init__(self, config: SegFormerConfig):
@@ -81,26 +82,5 @@ class SegFormer(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         return self.decoder(self.encoder(images))
 
-    @torch.no_grad()
-    def predict(self, images: Tensor, mode: str = "whole", crop_size: tuple[int, int] | None = None,
-                stride: tuple[int, int] | None = None, scales: tuple[float, ...] = (1.0,),
-                flip: bool = False) -> Tensor:
-        """Class indices (B, H, W), torch.long, at the input's full resolution (eval mode, no
-        gradients).
-
-        ``mode="whole"`` runs the image at once (the paper's ADE20K protocol); ``mode="slide"`` runs
-        windows of ``crop_size`` every ``stride`` (Cityscapes: 1024x1024, stride 768); ``scales``
-        (ratios) and ``flip`` average the softmax over resized and mirrored views (the "MS" rows).
-        See ``segformer_edu.inference``.
-        """
-        from .inference import segment
-
-        # before any resizing, so that the message names the caller's shape
+    def check_input(self, images: Tensor) -> None:
         check_images(images, self.config)
-        was_training = self.training
-        self.eval()
-        try:
-            scores = segment(self, images, mode, crop_size, stride, scales, flip)  # (B, K, H, W)
-        finally:
-            self.train(was_training)
-        return scores.argmax(dim=1)

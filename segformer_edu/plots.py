@@ -1,6 +1,7 @@
 """The book's figures: sized for the page's column, with text legible there, and shared drawings.
 
-Every chapter calls ``book_style()`` once, before its first figure. It sets matplotlib's
+Every chapter calls ``book_style()`` once, before its first figure (``with book_style():``
+keeps it to a block; ``restore()`` undoes it). It sets matplotlib's
 defaults (figures as wide as the book's text column, ``COLUMN_INCHES`` at ``DPI``, so that a page
 shows them at their natural size; fonts of 10 points) and, in a notebook, stores each figure as a
 PNG that records the size of its smallest text in pixels (``TEXT_KEY``). The rendered-book test
@@ -10,12 +11,18 @@ at least 9 px as displayed.
 
 import base64
 import io
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.text import Text
+from torch import nn
+
+from .datasets import palette_of
+from .inference import predict_labels
+from .runs import read_jsonl
 
 DPI = 100
 COLUMN_INCHES = 7.7  # the text column is 785 px wide at a 1280 px window and 775 px at 1024 px
@@ -48,23 +55,61 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def book_style() -> None:
-    """matplotlib's defaults for the book's figures; in IPython, ``png_bytes`` saves each figure."""
-    matplotlib.rcParams.update(STYLE)
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None:
-        return
-    import matplotlib.pyplot as plt
+class BookStyle:
+    """The book's figure style, set when it is made and undone by ``restore()`` or at the end of a
+    ``with`` block: matplotlib's defaults (``STYLE``) and, in IPython, ``png_bytes`` as the PNG
+    formatter of figures. A chapter calls ``book_style()`` once and keeps the style for its
+    kernel; ``with book_style(): ...`` keeps it to a block."""
 
-    # loads the inline backend now, which registers its PNG formatter (ours replaces it) and its rc
-    plt.close(plt.figure())
-    matplotlib.rcParams.update(STYLE)
-    shell.display_formatter.formatters["image/png"].for_type(
-        Figure, lambda fig: base64.b64encode(png_bytes(fig)).decode("ascii") if fig.axes else None)
+    def __init__(self):
+        # every default as it is now, as matplotlib.rc_context keeps them (the backend stays)
+        self.saved = {k: v for k, v in matplotlib.rcParams.copy().items() if k != "backend"}
+        matplotlib.rcParams.update(STYLE)
+        self.formatter, self.previous = None, None
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        shell = get_ipython()
+        if shell is None:
+            return
+        import matplotlib.pyplot as plt
+
+        # loads the inline backend now, which registers its PNG formatter (ours replaces it) and
+        # its rc
+        plt.close(plt.figure())
+        matplotlib.rcParams.update(STYLE)
+        self.formatter = shell.display_formatter.formatters["image/png"]
+        self.previous = self.formatter.for_type(
+            Figure,
+            lambda fig: base64.b64encode(png_bytes(fig)).decode("ascii") if fig.axes else None)
+
+    def restore(self) -> None:
+        """matplotlib's defaults and IPython's PNG formatter as they were before."""
+        if self.formatter is not None:
+            if self.previous is None:
+                self.formatter.type_printers.pop(Figure, None)
+            else:
+                self.formatter.for_type(Figure, self.previous)
+            self.formatter = None
+        if self.saved is not None:
+            dict.update(matplotlib.rcParams, self.saved)
+            self.saved = None
+
+    def __enter__(self) -> "BookStyle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    def _ipython_display_(self) -> None:
+        """Nothing to show: a chapter's first cell ends with ``book_style()``."""
+
+
+def book_style() -> BookStyle:
+    """The book's defaults for figures (``BookStyle``), until ``restore()`` or a ``with`` block's
+    end."""
+    return BookStyle()
 
 
 def box(ax, x, y, width, height, text, color="white", fontsize=10, **text_style):
@@ -87,3 +132,50 @@ def class_legend(target, names, palette, **options):
                for name, colour in zip(names, palette)]
     options = {"frameon": False} | options
     return target.legend(handles=handles, **options)
+
+
+def plot_curves(out_dir: str | Path):
+    """Training loss and validation mIoU against iterations, from the run's
+    logs; saved as curves.png."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    log, val = read_jsonl(out_dir / "train_log.jsonl"), read_jsonl(out_dir / "metrics.jsonl")
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax_loss.plot([r["iter"] for r in log], [r["loss"] for r in log])
+    ax_loss.set(xlabel="iteration", ylabel="training loss (cross-entropy)", title="loss")
+    ax_miou.plot([r["iter"] for r in val], [100 * r["miou"] for r in val], marker="o")
+    ax_miou.set(xlabel="iteration", ylabel="validation mIoU (%)", title="mIoU")
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Path, count: int = 3):
+    """Rows of image | ground truth | prediction for the first ``count`` images,
+    in the dataset's palette."""
+    import matplotlib.pyplot as plt
+
+    from . import palette as palettes
+    from .transforms import denormalize
+
+    colours = palette_of(dataset, dataset_name)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    fig, axes = plt.subplots(count, 3, figsize=(10, 2.6 * count), squeeze=False)
+    for row, index in enumerate(range(min(count, len(dataset)))):
+        image, label = dataset[index]
+        prediction = predict_labels(model, image[None].to(device), label.shape[-2:])[0].cpu()
+        panels = (denormalize(image), palettes.colorize(label, colours),
+                  palettes.colorize(prediction, colours))
+        for ax, panel, title in zip(axes[row], panels, ("image", "ground truth", "prediction")):
+            ax.imshow(panel)
+            ax.set_title(title)
+            ax.axis("off")
+    model.train(was_training)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return fig

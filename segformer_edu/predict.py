@@ -22,33 +22,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import errors
-from .checkpoint import load_pretrained
-from .data import ADE20K_CLASSES, CAMVID_CLASSES, IMAGE_SUFFIXES, read_image
-from .model import SegFormer
-from .palette import CAMVID_PALETTE, ade20k_palette, colorize
+from . import cli
+from .data import IMAGE_SUFFIXES, read_image
+from .datasets import entry_of
+from .inference import predict_labels
+from .models import load_with_info
+from .palette import ade20k_palette, colorize
 from .transforms import preprocess
 
 OVERLAY_ALPHA = 0.5  # weight of the class colours over the image
 
 
-def load_model(source: str, device: torch.device) -> tuple[SegFormer, dict]:
-    """(model in eval mode on ``device``, {"names", "palette", "scale"}) from anything
-    ``from_pretrained`` takes: a run folder, a training checkpoint, a Hugging Face folder, a hub id,
-    an official file. Names and colours a checkpoint lacks come from its dataset (CamVid's,
-    ADE20K's), else ``class_k`` and ADE20K's."""
-    model, info = load_pretrained(SegFormer, source)
+def load_model(source: str, device: torch.device) -> tuple[nn.Module, dict]:
+    """(model in eval mode on ``device``: SegFormer or the CNN, whichever ``source`` holds;
+    {"names", "palette", "scale"}) from anything ``models.load`` takes: a run folder, a training
+    checkpoint, a Hugging Face folder, a hub id, an official file. Names and colours a checkpoint
+    lacks come from its dataset (CamVid's, ADE20K's; a stored folder's by its class names), else
+    ``class_k`` and ADE20K's."""
+    model, info = load_with_info(source)
     num_classes = model.config.num_classes
-    dataset = info.get("dataset")
-    default_names = {"camvid": CAMVID_CLASSES, "ade20k": ADE20K_CLASSES}.get(dataset)
+    entry = entry_of(info.get("dataset"), info["names"])
+    default_names = entry.classes if entry is not None else None
     names = info["names"] or default_names or [f"class_{k}" for k in range(num_classes)]
-    default_palette = CAMVID_PALETTE if dataset == "camvid" else ade20k_palette(num_classes)
-    palette = info["palette"] or default_palette
+    default_palette = entry.palette if entry is not None else None
+    palette = info["palette"] or default_palette or ade20k_palette(num_classes)
     model.class_names = list(names)
     return model.to(device).eval(), {"names": list(names), "palette": [tuple(c) for c in palette],
                                      "scale": info["scale"]}
@@ -99,27 +100,22 @@ def prepare_output(out: Path, names: list[str], overwrite: bool = False) -> tupl
                               "pass another --out, or --overwrite to replace them")
     try:
         for folder in (masks, overlays):
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".write_test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            cli.try_writing(folder)
     except OSError as error:
         raise PermissionError(f"cannot write to {out}: {error.strerror or error}; pass another "
                               "--out") from error
     return masks, overlays
 
 
-@torch.no_grad()
-def segment(model: nn.Module, image, scale=None) -> np.ndarray:
-    """An RGB image (PIL, or (H, W, 3) uint8) -> class indices (H, W) uint8, as train.evaluate
-    scores it: the image resized to ``scale`` (long, short) if given, logits (1, K, h/4, w/4)
-    upsampled bilinearly to (H, W), argmax."""
+def segment_image(model: nn.Module, image, scale=None) -> np.ndarray:
+    """An RGB image (PIL, or (H, W, 3) uint8) -> its mask, class indices (H, W) uint8, as
+    evaluation.evaluate scores it (``inference.predict_labels``): the image resized to ``scale``
+    (long, short) if given, logits upsampled bilinearly to (H, W), argmax."""
     image = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     device = next(model.parameters()).device
-    logits = model(preprocess(image, scale, model.config).to(device))
-    logits = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear",
-                           align_corners=False)  # (1, K, H, W)
-    return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    labels = predict_labels(model, preprocess(image, scale, model.config).to(device),
+                            image.shape[:2])  # (1, H, W)
+    return labels[0].to(torch.uint8).cpu().numpy()
 
 
 def overlay(image: np.ndarray, label: np.ndarray, palette) -> np.ndarray:
@@ -145,10 +141,10 @@ def predict_each(model: nn.Module, files: list[Path], names: dict[Path, str], ma
     for path in bar:
         try:
             image = np.asarray(read_image(path))  # (H, W, 3)
-            label = segment(model, image, scale)
+            label = segment_image(model, image, scale)
         except ValueError as error:
-            bar.write(f"skipped {path}: {errors.one_line(error)}", file=sys.stderr)
-            yield path, None, errors.one_line(error)
+            bar.write(f"skipped {path}: {cli.one_line(error)}", file=sys.stderr)
+            yield path, None, cli.one_line(error)
             continue
         save_mask(label, palette, masks / f"{names[path]}.png")
         blended = Image.fromarray(overlay(image, label, palette))
@@ -156,26 +152,8 @@ def predict_each(model: nn.Module, files: list[Path], names: dict[Path, str], ma
         yield path, masks / f"{names[path]}.png", None
 
 
-def predict_folder(model: nn.Module, images, out_dir, palette, scale=None, progress: bool = True,
-                   overwrite: bool = False) -> tuple[list[Path], dict[Path, str]]:
-    """Segment the image ``images``, or every image in the folder ``images``, into
-    OUT/masks/<name>.png and OUT/overlays/<name>.jpg. Returns (the masks written, {image skipped:
-    why})."""
-    files = image_files(Path(images))
-    names = output_names(files)
-    masks, overlays = prepare_output(Path(out_dir), list(names.values()), overwrite)
-    written, skipped = [], {}
-    for path, mask, why in predict_each(model, files, names, masks, overlays, palette, scale,
-                                        progress):
-        if mask is None:
-            skipped[path] = why
-        else:
-            written.append(mask)
-    return written, skipped
-
-
 def parse_args(argv=None):
-    parser = errors.ArgumentParser(prog="python -m segformer_edu.predict",
+    parser = cli.ArgumentParser(prog="python -m segformer_edu.predict",
                                    description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a training run's out_dir (best.pt), a "
                                                        "checkpoint file, a Hugging Face folder or "
@@ -218,16 +196,16 @@ def main(argv=None) -> int:
         if written:
             done = f"the {len(written)} masks written are in {out}"
         print(f"interrupted: {done}", file=sys.stderr)
-        return errors.INTERRUPTED
+        return cli.INTERRUPTED
     except (ImportError, OSError, ValueError) as error:  # missing files, bad checkpoints...
-        return errors.report(error)
+        return cli.report(error)
     where = f"class indices in {masks}, overlays in {overlays}"
     if skipped:
         print(f"{len(written)} of {len(files)} images segmented ({where}); skipped {len(skipped)} "
               f"(said above): {', '.join(path.name for path in skipped)}", file=sys.stderr)
-        return errors.FAILED
+        return cli.FAILED
     print(f"{len(written)} images: {where}; classes {', '.join(info['names'])}")
-    return errors.DONE
+    return cli.DONE
 
 
 if __name__ == "__main__":

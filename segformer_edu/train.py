@@ -24,10 +24,9 @@ import random
 import shlex
 import signal
 import sys
-import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import UnionType
 from typing import get_args, get_origin
@@ -35,26 +34,28 @@ from typing import get_args, get_origin
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Subset
 
-from . import cnn, errors
+from . import cli, cnn
 from .checkpoint import evaluated_weights
-from .config import VARIANTS, SegFormerConfig
-from .losses import CLASS_WEIGHTINGS, class_weights, segmentation_loss
+from .datasets import (InfiniteSampler, build_split, check_image_sizes, data_report, palette_of,
+                       preload_if_it_fits)
+from .distributed import any_rank, broadcast_bn_buffers, setup_distributed
+from .evaluation import evaluate
+from .losses import class_weights, segmentation_loss
 from .model import SegFormer
-from .schedule import OPTIMIZERS, build_optimizer
-from .system import Precision, available_cpus, choose_precision, free_memory
+from .plots import plot_curves, save_prediction_grid
+from .runs import (Placement, RunData, RunProgress, TrainingParts, claim_run_folder,
+                   clear_old_run, load_summary, rng_state, save_atomic, set_rng_state,
+                   truncate_log)
+from .schedule import build_optimizer
+from .system import StopRequest, available_cpus, choose_precision
+from .train_checks import DEFAULT_MODEL, check_config
 
-IGNORE_INDEX = 255  # the data module's value; padding and CamVid's void
-DEFAULT_MODEL = "b0"
 # not the recipe: free to change on resume
 RESTARTABLE = {"data_root", "out_dir", "resume", "overwrite", "progress", "stop_at", "num_workers",
                "in_memory", "test", "save_minutes", "val_images"}
-# what a run writes; --overwrite removes these, nothing else
-RUN_FILES = ("latest.pt", "best.pt", "train_log.jsonl", "metrics.jsonl", "summary.json",
-             "test_metrics.json", "curves.png", "predictions.png")
 
 
 def arg(default, help: str):
@@ -145,357 +146,7 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf: training stops, the last good checkpoint stays as it was."""
 
 
-# ----------------------------------------------------------------------------- data
-
-def datasets(cfg: TrainConfig, split: str):
-    """The dataset of ``split`` ("train", "val", "test") with its transform, and its class names."""
-    from . import data
-    from .transforms import EvalTransform, TrainTransform
-
-    if split == "train":
-        transform = TrainTransform(crop_size=tuple(cfg.crop_size), scale=tuple(cfg.scale),
-                                   ratio_range=tuple(cfg.ratio_range), ignore_index=IGNORE_INDEX)
-    else:
-        transform = EvalTransform(scale=tuple(cfg.val_scale) if cfg.val_scale else None)
-    folder_only = {"num_classes": None, "class_names": None, "reduce_zero_label": False,
-                   "ignore_index": IGNORE_INDEX}
-    given = [name for name, default in folder_only.items() if getattr(cfg, name) != default]
-    if cfg.dataset != "folder" and given:
-        raise ValueError(f"--{given[0].replace('_', '-')} applies to --dataset folder only; "
-                         f"{cfg.dataset} has its own classes and label encoding")
-    if cfg.dataset == "camvid":
-        names = list(data.CAMVID_CLASSES)
-        return data.camvid(cfg.data_root, split=split, transform=transform), names
-    if cfg.dataset == "ade20k":
-        if split == "test":
-            raise ValueError("ADE20K's test images come without labels: evaluate on its val split "
-                             "(drop --test)")
-        ade_split = {"train": "training", "val": "validation"}[split]
-        names = list(data.ADE20K_CLASSES)
-        return data.ade20k(cfg.data_root, split=ade_split, transform=transform), names
-    if cfg.dataset == "folder":
-        dataset = data.folder(cfg.data_root, split, transform, cfg.num_classes, cfg.class_names,
-                              cfg.reduce_zero_label, cfg.ignore_index)
-        return dataset, dataset.names
-    raise ValueError(f"unknown --dataset {cfg.dataset!r}: camvid, ade20k or folder")
-
-
-def preload_if_it_fits(splits: list, progress: bool = False) -> bool:
-    """Decode every frame of ``splits`` into memory (see SegmentationFolder.preload) if they take
-    under a quarter of the free memory; returns whether it did. CamVid's train + val frames take
-    ~320 MB; ADE20K's ~25 GB do not."""
-    folders = [split.dataset if isinstance(split, Subset) else split for split in splits]
-    if sum(folder.decoded_bytes() for folder in folders) > free_memory() / 4:
-        return False
-    for folder in folders:
-        folder.preload(progress)
-    return True
-
-
-def eval_size(height: int, width: int, scale: tuple[int, int] | None) -> tuple[int, int]:
-    """The (height, width) EvalTransform gives an image: resized to ``scale`` (long, short) if
-    given, its sides then rounded up to multiples of 32 (the official AlignedResize)."""
-    from .transforms import rescale_size
-
-    if not scale:
-        return height, width
-    width, height = rescale_size(width, height, scale)
-    return -(-height // 32) * 32, -(-width // 32) * 32
-
-
-def check_image_sizes(split: str, dataset, scale, min_side: int) -> None:
-    """Every image of ``split`` at least ``min_side`` on each side as the model will see it, or one
-    line naming the first that is not (found now, not at the first validation)."""
-    subset = isinstance(dataset, Subset)
-    folder = dataset.dataset if subset else dataset
-    sizes = folder.image_sizes()
-    for index in dataset.indices if subset else range(len(sizes)):
-        height, width = eval_size(*sizes[index], scale)
-        if min(height, width) < min_side:
-            resized = " after --val-scale" if scale else ""
-            raise ValueError(f"{split} image {folder.image_paths[index]} is "
-                             f"{height}x{width}{resized}, under the model's smallest side "
-                             f"{min_side}: remove it, or pass --val-scale LONG SHORT to resize "
-                             "every evaluated image")
-
-
-class InfiniteSampler(Sampler[int]):
-    """Shuffled epochs back to back; each rank takes a disjoint slice of every shuffle
-    (DistributedSampler's job).
-
-    Infinite, so data loading workers never restart at an epoch boundary, and it starts at sample
-    ``start``: a run resumed at iteration i draws exactly the samples the uninterrupted run would
-    have drawn.
-    """
-
-    def __init__(self, size: int, rank: int = 0, world: int = 1, seed: int = 0, start: int = 0):
-        self.size, self.rank, self.world, self.seed, self.start = size, rank, world, seed, start
-        self.per_rank = size // world
-
-    def __iter__(self):
-        epoch, skip = divmod(self.start, self.per_rank)
-        while True:
-            generator = torch.Generator().manual_seed(self.seed + epoch)
-            order = torch.randperm(self.size, generator=generator)
-            yield from order[self.rank: self.per_rank * self.world: self.world][skip:].tolist()
-            epoch, skip = epoch + 1, 0
-
-
-# ----------------------------------------------------------------------------- the pieces of a step
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset, num_classes: int, device: torch.device,
-             dtype: torch.dtype | None = None, rank: int = 0, world: int = 1,
-             names: list[str] | None = None, protocol: dict | None = None) -> dict:
-    """mIoU, per-class IoU and pixel accuracy over whole images; predictions resized to the label
-    size.
-
-    ``protocol``: keyword arguments of ``inference.segment`` (sliding window, scales, flip) instead
-    of one pass. Each rank takes every world-th image; the confusion matrices are summed over ranks
-    before computing. ``model_seconds`` is the time spent in the model (and protocol), without
-    reading the data.
-    """
-    from .inference import segment
-    from .metrics import ConfusionMatrix
-
-    was_training = model.training
-    model.eval()
-    matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, device=device)
-    model_seconds = 0.0
-    for index in range(rank, len(dataset), world):
-        image, label = dataset[index]  # (3, h, w), (H, W)
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            if protocol is None:
-                scores = model(image[None].to(device))  # (1, K, h/4, w/4)
-            else:
-                scores = segment(model, image[None].to(device), **protocol)  # (1, K, h, w)
-        scores = F.interpolate(scores.float(), size=label.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        prediction = scores.argmax(1)[0]
-        model_seconds += time.perf_counter() - start
-        matrix.update(prediction, label.to(device))
-    if world > 1:
-        matrix.reduce_()
-    model.train(was_training)
-    metrics = matrix.compute()
-    metrics["iou"] = [float(x) for x in metrics["iou"]]
-    metrics["model_seconds"] = model_seconds
-    if names:
-        metrics["classes"] = names
-    return metrics
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def save_atomic(state: dict, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a kill mid-save leaves the
-    old file intact."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic on POSIX and Windows when both are on the same file system
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def rng_state() -> dict:
-    """Every random generator a step draws from, as tensors and ints (loadable with
-    weights_only=True)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
-    cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
-    return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state(),
-            "cuda": cuda}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def truncate_log(path: Path, iteration: int) -> None:
-    """Drop log lines written after the checkpoint we resume from, so a resumed log has no
-    duplicates."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines()
-                 if json.loads(line)["iter"] <= iteration]
-        path.write_text("".join(line + "\n" for line in lines))
-
-
-def read_checkpoint(path: Path, peek: bool = False) -> dict:
-    """A training checkpoint on the CPU; ``peek``: memory-mapped, for a look at its iteration and
-    config."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=peek)
-    except Exception as error:
-        raise ValueError(f"cannot read {path} ({errors.one_line(error)}): start again with "
-                         "--overwrite, or pass another --out-dir") from error
-
-
-# ---------------------------------------------------------------------------- signals and processes
-
-class StopRequest:
-    """Ctrl-C or SIGTERM (a scheduler's kill, torchrun's shutdown) ends the run after the current
-    step or validation, saving latest.pt first, instead of losing everything since the last
-    checkpoint. A second one stops at once (KeyboardInterrupt); the last checkpoint stays intact."""
-
-    def __init__(self, announce: bool = True):
-        self.announce, self.signum, self.previous = announce, None, {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self.handle)
-        return self
-
-    def handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.signum = signum
-        if self.announce:
-            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            line = (f"\n{name}: stopping after this step or validation, once latest.pt is saved "
-                    "(again: stop at once, keeping the last checkpoint)\n")
-            try:  # to the file itself: a handler that writes to a stream mid-write would raise
-                os.write(sys.stderr.fileno(), line.encode())
-            except (AttributeError, OSError, ValueError):  # no file behind it (pytest, Jupyter)
-                print(line, end="", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device): from torchrun's environment variables, else a single process."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return (dist.get_rank() if world > 1 else 0), world, device
-
-
-def any_rank(flags: list[bool], device: torch.device, world: int) -> list[bool]:
-    """Each flag true on every rank if it is true on one: all ranks must stop (or save) together.
-    One all-reduce for all the flags."""
-    if world == 1:
-        return list(flags)
-    values = torch.tensor([float(flag) for flag in flags], device=device)
-    dist.all_reduce(values, op=dist.ReduceOp.MAX)
-    return [bool(value) for value in values.tolist()]
-
-
-def broadcast_bn_buffers(model: nn.Module, world: int) -> None:
-    """Rank 0's BatchNorm running statistics to every rank, as mmcv's evaluation hook
-    (broadcast_bn_buffer=True).
-
-    Without SyncBatchNorm (on CPUs) each rank updates its own statistics in its last forward, so the
-    ranks would evaluate slightly different models; after this they all evaluate the weights rank 0
-    saves.
-    """
-    if world == 1:
-        return
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            for buffer in (module.running_mean, module.running_var, module.num_batches_tracked):
-                dist.broadcast(buffer, src=0)
-
-
 # ----------------------------------------------------------------------------- the run's parts
-
-@dataclass
-class Run:
-    """Where this process trains: its rank among ``world``, its device, the run's folder."""
-
-    rank: int
-    world: int
-    device: torch.device
-    out: Path
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def say(self, line: str) -> None:
-        """Print on rank 0 only."""
-        if self.main:
-            print(line, flush=True)
-
-
-@dataclass
-class Data:
-    """The splits, their class names, and the loss's options (class weights come from the training
-    labels)."""
-
-    train: object
-    val: object
-    test: object | None
-    names: list[str]
-    loss_kwargs: dict
-
-
-@dataclass
-class Parts:
-    """What a step changes and a checkpoint holds."""
-
-    model: nn.Module
-    ema: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    precision: Precision
-
-    @property
-    def dtype(self) -> torch.dtype | None:
-        """The autocast dtype; None: float32."""
-        return self.precision.dtype
-
-    @property
-    def evaluated(self) -> nn.Module:
-        """The weights that are validated and saved as the run's result: the average, when there is
-        one."""
-        return self.model if self.ema is None else self.ema.module
-
-
-@dataclass
-class Progress:
-    """Where the run stands; ``run_time``: seconds in training steps of this call, not
-    validation; ``wall_before``: wall seconds of the earlier calls up to their last save (None
-    when the checkpoint predates the count), pauses between calls left out."""
-
-    iteration: int = 0
-    best_miou: float = -1.0
-    best_iteration: int | None = None
-    saved_at: int | None = None
-    seconds_before: float = 0.0
-    run_time: float = 0.0
-    wall_before: float | None = 0.0
-    call_start: float = field(default_factory=time.monotonic)
-    losses: list = field(default_factory=list)
-    metrics: dict | None = None
-    logged: tuple[float, int] = (0.0, 0)  # (run_time, iteration) of the last log line
-    # the 1-minute load average at each log line, over every call: whether the run had the cores
-    loads: list = field(default_factory=list)
-
-    def wall_seconds(self) -> float | None:
-        """Wall time of the work the run keeps: every call's, setup and validation included."""
-        if self.wall_before is None:
-            return None
-        return self.wall_before + time.monotonic() - self.call_start
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -533,180 +184,14 @@ def averaged_model(model: nn.Module, decay: float | None):
 
 # ----------------------------------------------------------------------------- the steps of train()
 
-def check_cnn_config(cfg: TrainConfig) -> None:
-    """What the CNN baseline cannot do: start from a checkpoint, drop paths, train on one image
-    (BatchNorm on the ASPP's pooled 1x1 map needs a batch of 2)."""
-    if cfg.pretrained:
-        raise ValueError(f"--pretrained loads SegFormer encoders; {cnn.NAME} trains from scratch: "
-                         "drop --pretrained")
-    if cfg.drop_path_rate is not None:
-        raise ValueError(f"--drop-path-rate is SegFormer's stochastic depth; {cnn.NAME} has none")
-    if cfg.batch_size < 2:
-        raise ValueError(f"--batch-size {cfg.batch_size}: {cnn.NAME}'s BatchNorm after image "
-                         "pooling needs at least 2 images per step")
 
-
-def check_numbers(cfg: TrainConfig) -> None:
-    """Counts, sizes, rates and fractions in their ranges; a bad one is one line naming its flag."""
-    positive = {"batch_size": cfg.batch_size, "max_iters": cfg.max_iters,
-                "val_interval": cfg.val_interval, "log_interval": cfg.log_interval, "lr": cfg.lr,
-                "save_minutes": cfg.save_minutes,
-                **{f"crop_size ({i})": side for i, side in enumerate(cfg.crop_size)},
-                **{f"scale ({i})": side for i, side in enumerate(cfg.scale)},
-                **{f"ratio_range ({i})": ratio for i, ratio in enumerate(cfg.ratio_range)},
-                **{f"val_scale ({i})": side for i, side in enumerate(cfg.val_scale or ())}}
-    optional = {"val_images": cfg.val_images, "stop_at": cfg.stop_at,
-                "num_classes": cfg.num_classes}
-    positive |= {name: value for name, value in optional.items() if value is not None}
-    for name, value in positive.items():
-        if not value > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, not {value}")
-    at_least_zero = {"warmup_iters": cfg.warmup_iters, "num_workers": cfg.num_workers,
-                     "weight_decay": cfg.weight_decay, "label_smoothing": cfg.label_smoothing}
-    for name, value in at_least_zero.items():
-        if value < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, not {value}")
-    fractions = {"drop_path_rate": cfg.drop_path_rate, "ema_decay": cfg.ema_decay,
-                 "label_smoothing": cfg.label_smoothing}
-    for name, value in fractions.items():
-        if value is not None and not 0 <= value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1), not {value}")
-    if cfg.ohem_thresh is not None and not 0 < cfg.ohem_thresh <= 1:
-        raise ValueError(f"--ohem-thresh is a probability in (0, 1], not {cfg.ohem_thresh}")
-    if cfg.ratio_range[0] > cfg.ratio_range[1]:
-        raise ValueError(f"--ratio-range {cfg.ratio_range[0]} {cfg.ratio_range[1]}: the smaller "
-                         "one first")
-    if not 0 <= cfg.min_lr < cfg.lr:
-        raise ValueError(f"--min-lr {cfg.min_lr} must lie in [0, --lr {cfg.lr})")
-
-
-def check_choices(cfg: TrainConfig, device: torch.device) -> None:
-    """The named options: class weighting, resume or overwrite, autocast here, optimiser."""
-    if cfg.class_weights is not None and cfg.class_weights not in CLASS_WEIGHTINGS:
-        raise ValueError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}, "
-                         f"not {cfg.class_weights!r}")
-    if cfg.resume and cfg.overwrite:
-        raise ValueError("--resume continues the run in --out-dir, --overwrite replaces it: pass "
-                         "one of them")
-    choose_precision(device, cfg.amp)  # an amp this device cannot run fails here
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not "
-                         f"{cfg.optimizer!r}")
-
-
-def resolve_model(cfg: TrainConfig) -> tuple[str, int]:
-    """(the model's name, its smallest input side), from --model or --pretrained (whose source
-    is read now, so that a missing file or an offline hub fails before any work)."""
-    if cfg.model is not None and cfg.model not in (*VARIANTS, cnn.NAME):
-        raise ValueError(f"--model {cfg.model!r} is not a model: one of {', '.join(VARIANTS)} or "
-                         f"{cnn.NAME}")
-    model = cfg.model or DEFAULT_MODEL
-    if model == cnn.NAME:
-        check_cnn_config(cfg)
-        min_side = cnn.DeepLabV3PlusConfig().min_side
-    else:
-        min_side = SegFormerConfig.from_name(model).min_side
-    if cfg.pretrained:
-        from .checkpoint import source_config
-
-        # a missing file or an offline hub: one line, now
-        pretrained = source_config(cfg.pretrained)
-        variant = pretrained.variant_name()
-        if cfg.model is not None and variant is not None and variant != cfg.model:
-            raise ValueError(f"--model {cfg.model} but --pretrained {cfg.pretrained} is a "
-                             f"{variant}: drop --model, or pass --model {variant}")
-        model, min_side = variant or cfg.model or "custom", pretrained.min_side
-    return model, min_side
-
-
-def check_config(cfg: TrainConfig, device: torch.device, say=print) -> tuple[TrainConfig, int]:
-    """Every setting, before anything is read or written: (the config with its defaults resolved,
-    the model's smallest input side). A bad one is one line naming its flag."""
-    check_numbers(cfg)
-    check_choices(cfg, device)
-    model, min_side = resolve_model(cfg)
-    if min(cfg.crop_size) < min_side:
-        raise ValueError(f"--crop-size {cfg.crop_size[0]} {cfg.crop_size[1]} is under the model's "
-                         f"smallest side, {min_side} px")
-    warmup = cfg.warmup_iters
-    if warmup >= cfg.max_iters:
-        warmup = cfg.max_iters // 10
-        say(f"--warmup-iters {cfg.warmup_iters} would not end before --max-iters {cfg.max_iters}: "
-            f"warming up for {warmup} (a tenth of the run; pass --warmup-iters under "
-            f"{cfg.max_iters} to choose)")
-    if cfg.out_dir is None:
-        own = cfg.dataset == "folder" and cfg.data_root
-        out_dir = str(Path("runs") / f"{Path(cfg.data_root).name if own else cfg.dataset}_{model}")
-    else:
-        out_dir = cfg.out_dir
-    return replace(cfg, model=model, out_dir=out_dir, warmup_iters=warmup), min_side
-
-
-def claim_run_folder(cfg: TrainConfig, run: Run) -> dict | None:
-    """The run-folder policy, on rank 0, before any data is read: a new or empty folder starts a
-    run; one that holds anything is refused, unless ``resume`` (continue from its latest.pt; a new
-    run if it has none) or ``overwrite`` (the old run's files are removed, other files kept). The
-    folder is then tried with a write. Returns latest.pt's state when resuming (on every rank), else
-    None. An overwritten run's files go only when training starts (``clear_old_run``):
-    a check that fails before keeps them."""
-    out, latest = run.out, run.out / "latest.pt"
-    if run.main:
-        blocker = next((p for p in (out, *out.parents) if p.exists()), None)
-        if blocker is not None and not blocker.is_dir():
-            raise NotADirectoryError(f"--out-dir {out}: {blocker} is a file, not a folder; pass a "
-                                     "folder (it is created if missing)")
-        contents = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-        if cfg.resume and not latest.is_file():
-            if (out / "best.pt").exists():
-                raise FileNotFoundError(f"{out} has best.pt but no latest.pt to resume from: start "
-                                        "again with --overwrite, or pass another --out-dir")
-            run.say(f"nothing to resume in {out}: starting a new run")
-        elif contents and not cfg.resume and not cfg.overwrite:
-            if latest.is_file():
-                at = read_checkpoint(latest, peek=True)["iteration"]
-                what = f"holds a run (latest.pt at iteration {at} of {cfg.max_iters})"
-                advice = "continue it with --resume, start it again with --overwrite"
-            else:
-                listed = ", ".join(contents[:3]) + (", ..." if len(contents) > 3 else "")
-                what = f"is not empty ({listed})"
-                advice = "start a run among these files with --overwrite"
-            raise FileExistsError(f"--out-dir {out} {what}: {advice}, or pass another --out-dir")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write_test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as error:
-            raise PermissionError(f"cannot write to --out-dir {out} ({error.strerror or error}): "
-                                  "pass a folder you can write to") from error
-    if run.world > 1:
-        dist.barrier()
-    if not (cfg.resume and latest.is_file()):
-        return None
-    state = read_checkpoint(latest)
-    if state["iteration"] > cfg.max_iters:
-        raise ValueError(f"{latest} is at iteration {state['iteration']}, past --max-iters "
-                         f"{cfg.max_iters}: pass a larger --max-iters to train further")
-    for name in ("model", "dataset"):
-        trained = state["config"].get(name)
-        if trained is not None and trained != getattr(cfg, name):
-            raise ValueError(f"--{name} {getattr(cfg, name)} but {latest} was trained with "
-                             f"--{name} {trained}: resume with --{name} {trained}, or start again "
-                             "with --overwrite or another --out-dir")
-    if ("ema" in state) != (cfg.ema_decay is not None):
-        kept = "kept" if "ema" in state else "did not keep"
-        raise ValueError(f"{latest} {kept} a moving average of the weights: resume with the same "
-                         "--ema-decay as the run started with")
-    return state
-
-
-def prepare_data(cfg: TrainConfig, run: Run, min_side: int, resumed: dict | None) -> Data:
+def prepare_data(cfg: TrainConfig, run: Placement, min_side: int, resumed: dict | None) -> RunData:
     """The splits, listed and then checked before the first step: every label read once
     (or every frame decoded into memory, where it fits), every evaluated image against the model's
     smallest side; a report of the class shares; the loss's class weights."""
-    test_set = datasets(cfg, "test")[0] if cfg.test else None  # first: a missing one fails first
-    train_set, names = datasets(cfg, "train")
-    val_set, _ = datasets(cfg, "val")
+    test_set = build_split(cfg, "test")[0] if cfg.test else None  # first: a missing one fails first
+    train_set, names = build_split(cfg, "train")
+    val_set, _ = build_split(cfg, "val")
     if resumed is not None and resumed.get("classes") and list(resumed["classes"]) != names:
         raise ValueError(f"{run.out / 'latest.pt'} was trained on the classes "
                          f"{', '.join(resumed['classes'])}, the dataset has {', '.join(names)}: "
@@ -730,8 +215,6 @@ def prepare_data(cfg: TrainConfig, run: Run, min_side: int, resumed: dict | None
         if dataset is not None:
             check_image_sizes(split, dataset, cfg.val_scale, min_side)
     if run.main:
-        from .data import data_report
-
         report, warnings = data_report(
             {name: (len(folder), counts[name] if name in counts else folder.pixel_counts())
              for name, folder in folders.items()}, names)
@@ -742,10 +225,10 @@ def prepare_data(cfg: TrainConfig, run: Run, min_side: int, resumed: dict | None
     if loss_kwargs["weight"] is not None:
         run.say(f"class weights ({cfg.class_weights}): " + ", ".join(
             f"{name} {w:.2f}" for name, w in zip(names, loss_kwargs["weight"].tolist())))
-    return Data(train_set, val_set, test_set, names, loss_kwargs)
+    return RunData(train_set, val_set, test_set, names, loss_kwargs)
 
 
-def build(cfg: TrainConfig, data: Data, run: Run) -> Parts:
+def build(cfg: TrainConfig, data: RunData, run: Placement) -> TrainingParts:
     """The model (``build_model``), its moving average, the optimizer and schedule
     (``build_optimizer``), the autocast dtype and the gradient scaler (fp16 only)."""
     model = build_model(cfg, len(data.names)).to(run.device)
@@ -756,24 +239,15 @@ def build(cfg: TrainConfig, data: Data, run: Run) -> Parts:
     precision = choose_precision(run.device, cfg.amp)
     run.say(f"precision: {precision.name} ({precision.reason})")
     scaler = torch.amp.GradScaler(run.device.type, enabled=precision.dtype == torch.float16)
-    return Parts(model, ema, optimizer, scheduler, scaler, precision)
+    return TrainingParts(model, ema, optimizer, scheduler, scaler, precision)
 
 
-def clear_old_run(run: Run) -> None:
-    """A new run's folder keeps no file of an earlier run
-    (``--overwrite``, or logs of one that never saved)."""
-    removed = [name for name in RUN_FILES if (run.out / name).exists()]
-    if run.main and removed:
-        for name in removed:
-            (run.out / name).unlink()
-        run.say(f"removed the earlier run's {', '.join(removed)} from {run.out}")
-
-
-def restore(cfg: TrainConfig, parts: Parts, state: dict | None, run: Run) -> Progress:
+def restore(cfg: TrainConfig, parts: TrainingParts, state: dict | None,
+            run: Placement) -> RunProgress:
     """A fresh start, or everything latest.pt holds: weights, optimizer, schedule, scaler, average,
     RNG states; the logs cut back to its iteration (no line twice)."""
     if state is None:
-        return Progress()
+        return RunProgress()
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
@@ -793,13 +267,13 @@ def restore(cfg: TrainConfig, parts: Parts, state: dict | None, run: Run) -> Pro
                if k in before and k not in RESTARTABLE and before[k] != v]
     if changed:
         run.say("resumed with changed settings: " + "; ".join(changed))
-    return Progress(iteration=start, best_miou=state["best_miou"],
+    return RunProgress(iteration=start, best_miou=state["best_miou"],
                     best_iteration=state.get("best_iteration"), saved_at=start,
                     seconds_before=state["train_seconds"], wall_before=state.get("wall_seconds"),
                     logged=(0.0, start), loads=list(state.get("load_averages", [])))
 
 
-def distributed(model: nn.Module, run: Run) -> nn.Module:
+def ddp_model(model: nn.Module, run: Placement) -> nn.Module:
     """The module the steps call: the model itself, or under torchrun its DistributedDataParallel
     wrapper (with SyncBatchNorm on GPUs; on CPUs, gloo in the tests,
     each rank keeps its BatchNorm)."""
@@ -811,7 +285,7 @@ def distributed(model: nn.Module, run: Run) -> nn.Module:
         model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
 
 
-def training_batches(cfg: TrainConfig, data: Data, run: Run, start: int):
+def training_batches(cfg: TrainConfig, data: RunData, run: Placement, start: int):
     """Endless batches from iteration ``start`` on: the samples and augmentations the uninterrupted
     run draws there (exactly with ``num_workers=0``)."""
     from .transforms import seed_worker
@@ -838,8 +312,8 @@ def model_loss(model: nn.Module, train_model: nn.Module, images: Tensor, labels:
             + model.config.aux_loss_weight * segmentation_loss(aux_logits, labels, **loss_kwargs))
 
 
-def train_step(parts: Parts, train_model: nn.Module, batches, loss_kwargs: dict, run: Run,
-               progress: Progress) -> tuple[float, float, float]:
+def train_step(parts: TrainingParts, train_model: nn.Module, batches, loss_kwargs: dict,
+               run: Placement, progress: RunProgress) -> tuple[float, float, float]:
     """One optimizer step on the next batch, (B, 3, h, w) images and (B, h, w) labels; returns
     (the loss averaged over ranks, the lr of the encoder, the decoder's). A NaN or inf loss stops
     the run before its update reaches the weights."""
@@ -876,7 +350,7 @@ def train_step(parts: Parts, train_model: nn.Module, batches, loss_kwargs: dict,
     return mean_loss.item(), lr, head_lr
 
 
-def log_step(cfg: TrainConfig, run: Run, progress: Progress, lr: float, head_lr: float,
+def log_step(cfg: TrainConfig, run: Placement, progress: RunProgress, lr: float, head_lr: float,
              bar) -> None:
     """Every ``log_interval`` iterations: loss, lr and training images/s (since the last line) to
     the bar and train_log.jsonl."""
@@ -898,9 +372,9 @@ def log_step(cfg: TrainConfig, run: Run, progress: Progress, lr: float, head_lr:
 
 
 @contextmanager
-def saying_what_is_kept(run: Run, progress: Progress):
+def saying_what_is_kept(run: Placement, progress: RunProgress):
     """An error after the first step says which latest.pt it left
-    (a note that ``errors.one_line`` shows)."""
+    (a note that ``cli.one_line`` shows)."""
     start = progress.iteration
     try:
         yield
@@ -915,7 +389,8 @@ def saying_what_is_kept(run: Run, progress: Progress):
         raise
 
 
-def checkpoint(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progress) -> dict:
+def checkpoint_state(cfg: TrainConfig, parts: TrainingParts, data: RunData, run: Placement,
+                     progress: RunProgress) -> dict:
     """What latest.pt and best.pt hold; every rank's RNG state (a collective call under DDP)."""
     rng = [rng_state()]
     if run.world > 1:
@@ -933,15 +408,16 @@ def checkpoint(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: P
             "palette": palette_of(data.train, cfg.dataset)} | ema
 
 
-def save_latest(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progress) -> None:
-    state = checkpoint(cfg, parts, data, run, progress)
+def save_latest(cfg: TrainConfig, parts: TrainingParts, data: RunData, run: Placement,
+                progress: RunProgress) -> None:
+    state = checkpoint_state(cfg, parts, data, run, progress)
     if run.main:
         save_atomic(state, run.out / "latest.pt")
     progress.saved_at = progress.iteration
 
 
-def validate_and_save(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progress,
-                      write) -> None:
+def validate_and_save(cfg: TrainConfig, parts: TrainingParts, data: RunData, run: Placement,
+                      progress: RunProgress, write) -> None:
     """Validate (every rank evaluates the same weights), log the metrics, save latest.pt, and
     best.pt when the mIoU improved."""
     broadcast_bn_buffers(parts.model, run.world)
@@ -951,7 +427,7 @@ def validate_and_save(cfg: TrainConfig, parts: Parts, data: Data, run: Run, prog
     if improved:
         progress.best_miou, progress.best_iteration = metrics["miou"], progress.iteration
     progress.metrics = metrics
-    state = checkpoint(cfg, parts, data, run, progress)
+    state = checkpoint_state(cfg, parts, data, run, progress)
     if run.main:
         with open(run.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"iter": progress.iteration} | metrics) + "\n")
@@ -963,17 +439,8 @@ def validate_and_save(cfg: TrainConfig, parts: Parts, data: Data, run: Run, prog
     progress.saved_at = progress.iteration
 
 
-def load_summary(loads: list[float]) -> dict:
-    """The load average while the run trained (sampled at each log line) beside the cores it had:
-    a load above them means the run shared its cores with other work."""
-    if not loads:
-        return {"load_average": None}
-    return {"load_average": {"mean": round(sum(loads) / len(loads), 2), "max": max(loads),
-                             "samples": len(loads), "cpus": available_cpus()}}
-
-
-def finish(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progress, start: int,
-           status: str, signum: int | None) -> dict:
+def finish(cfg: TrainConfig, parts: TrainingParts, data: RunData, run: Placement,
+           progress: RunProgress, start: int, status: str, signum: int | None) -> dict:
     """The summary; at the end of the run also summary.json, curves.png, predictions.png and, with
     ``test``, best.pt's test metrics."""
     world = run.world
@@ -1011,6 +478,16 @@ def finish(cfg: TrainConfig, parts: Parts, data: Data, run: Run, progress: Progr
 
 # ----------------------------------------------------------------------------- the loop
 
+def finished_already(cfg: TrainConfig, run: Placement, resumed: dict) -> dict:
+    """The summary of a run whose latest.pt is at --max-iters: nothing to train."""
+    run.say(f"{run.out} finished already, at iteration {cfg.max_iters}: nothing to train (pass "
+            "a larger --max-iters to train further)")
+    return {"status": "already finished", "iteration": cfg.max_iters,
+            "best_miou": resumed["best_miou"], "best_iteration": resumed.get("best_iteration"),
+            "out_dir": str(run.out), "signal": None, "losses": [], "metrics": None,
+            "test_metrics": None, "model": None}
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) the training ``cfg`` describes; returns a summary
     (status, losses of this call, metrics, timing, ``model``).
@@ -1022,15 +499,10 @@ def train(cfg: TrainConfig) -> dict:
     started = time.monotonic()
     rank, world, device = setup_distributed()
     cfg, min_side = check_config(cfg, device, say=print if rank == 0 else lambda line: None)
-    run = Run(rank, world, device, Path(cfg.out_dir))
+    run = Placement(rank, world, device, Path(cfg.out_dir))
     resumed = claim_run_folder(cfg, run)  # a new run, latest.pt to resume, or a refusal
     if resumed is not None and resumed["iteration"] == cfg.max_iters:
-        run.say(f"{run.out} finished already, at iteration {cfg.max_iters}: nothing to train (pass "
-                "a larger --max-iters to train further)")
-        return {"status": "already finished", "iteration": cfg.max_iters,
-                "best_miou": resumed["best_miou"], "best_iteration": resumed.get("best_iteration"),
-                "out_dir": str(run.out), "signal": None, "losses": [], "metrics": None,
-                "test_metrics": None, "model": None}
+        return finished_already(cfg, run, resumed)
     random.seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     # the same initial weights on every rank; DDP also broadcasts rank 0's
@@ -1043,7 +515,7 @@ def train(cfg: TrainConfig) -> dict:
     if resumed is None:
         clear_old_run(run)
     start = progress.iteration
-    train_model, batches = distributed(parts.model, run), training_batches(cfg, data, run, start)
+    train_model, batches = ddp_model(parts.model, run), training_batches(cfg, data, run, start)
 
     from tqdm.auto import tqdm
 
@@ -1077,77 +549,12 @@ def train(cfg: TrainConfig) -> dict:
     return finish(cfg, parts, data, run, progress, start, status, stop.signum)
 
 
-# --------------------------------------------------------------------------- figures a reader opens
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not Path(path).exists():
-        return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
-def plot_curves(out_dir: str | Path):
-    """Training loss and validation mIoU against iterations, from the run's
-    logs; saved as curves.png."""
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    log, val = read_jsonl(out_dir / "train_log.jsonl"), read_jsonl(out_dir / "metrics.jsonl")
-    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax_loss.plot([r["iter"] for r in log], [r["loss"] for r in log])
-    ax_loss.set(xlabel="iteration", ylabel="training loss (cross-entropy)", title="loss")
-    ax_miou.plot([r["iter"] for r in val], [100 * r["miou"] for r in val], marker="o")
-    ax_miou.set(xlabel="iteration", ylabel="validation mIoU (%)", title="mIoU")
-    fig.tight_layout()
-    fig.savefig(out_dir / "curves.png", dpi=100)
-    plt.close(fig)
-    return fig
-
-
-def palette_of(dataset, dataset_name: str) -> list[tuple[int, int, int]]:
-    """The colour of each class: a folder dataset's own (classes.json, else VOC colours), CamVid's,
-    ADE20K's."""
-    from . import palette as palettes
-
-    folder = dataset.dataset if isinstance(dataset, Subset) else dataset
-    if getattr(folder, "palette", None) is not None:
-        return [tuple(int(c) for c in colour) for colour in folder.palette]
-    return list(palettes.CAMVID_PALETTE if dataset_name == "camvid" else palettes.ADE20K_PALETTE)
-
-
-def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Path, count: int = 3):
-    """Rows of image | ground truth | prediction for the first ``count`` images,
-    in the dataset's palette."""
-    import matplotlib.pyplot as plt
-
-    from . import palette as palettes
-    from .transforms import denormalize
-
-    colours = palette_of(dataset, dataset_name)
-    device = next(model.parameters()).device
-    fig, axes = plt.subplots(count, 3, figsize=(10, 2.6 * count), squeeze=False)
-    for row, index in enumerate(range(min(count, len(dataset)))):
-        image, label = dataset[index]
-        prediction = model.predict(image[None].to(device))[0].cpu()  # (h, w)
-        prediction = F.interpolate(prediction[None, None].float(), size=label.shape[-2:],
-                                   mode="nearest")[0, 0]
-        panels = (denormalize(image), palettes.colorize(label, colours),
-                  palettes.colorize(prediction.long(), colours))
-        for ax, panel, title in zip(axes[row], panels, ("image", "ground truth", "prediction")):
-            ax.imshow(panel)
-            ax.set_title(title)
-            ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return fig
-
-
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """A flag per TrainConfig field (``--max-iters``, ``--crop-size H W``,
     ``--resume``/``--no-resume``...), its default in ``--help``."""
-    parser = errors.ArgumentParser(prog="python -m segformer_edu.train",
+    parser = cli.ArgumentParser(prog="python -m segformer_edu.train",
                                    description=__doc__.split("\n")[0])
     for f in fields(TrainConfig):
         flag, kind = "--" + f.name.replace("_", "-"), f.type
@@ -1220,9 +627,9 @@ def main(argv: list[str] | None = None) -> int:
         notes = "; ".join(getattr(error, "__notes__", [])) or "nothing was trained or saved"
         if main_rank:
             print(f"interrupted: {notes}", file=sys.stderr)
-        return errors.INTERRUPTED
+        return cli.INTERRUPTED
     except (ImportError, OSError, ValueError, NonFiniteLossError) as error:  # a line, no traceback
-        return errors.report(error)
+        return cli.report(error)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -1232,8 +639,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(per_class_iou(metrics, split))
         print(summary_line(result | {"world_size": result.get("world_size", 1)}, argv))
     if result["status"] == "interrupted":
-        return errors.interrupted_status(result["signal"])
-    return errors.DONE
+        return cli.interrupted_status(result["signal"])
+    return cli.DONE
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny CamVid written by the tests, and the team's real CamVid beside the checkout."""
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +42,28 @@ def camvid_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"no CamVid at {root}")
     return root
+
+
+# The tiers (`make test-fast` runs `-m "not slow and not book"`; `make test` runs everything): files that train,
+# read the real CamVid or spawn processes are slow; files that check the chapters, the rendered book or the install
+# are book. A test marked in its own file keeps its mark.
+SLOW = {"test_train.py", "test_run_folder.py", "test_train_cnn.py", "test_train_levers.py", "test_trained_model.py",
+        "test_folder_dataset.py", "test_robustness.py", "test_cpu_runs.py", "test_export.py"}
+BOOK = {"test_rendered_book.py", "test_exercises.py", "test_colab_path.py", "test_install.py",
+        "test_repository_url.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        if name.endswith(".ipynb") or name in BOOK:
+            item.add_marker(pytest.mark.book)
+        if name in SLOW:
+            item.add_marker(pytest.mark.slow)
+        function = getattr(item, "function", None)
+        try:
+            source = inspect.getsource(function) if function is not None else ""
+        except (OSError, TypeError):
+            source = ""
+        if any(call in source for call in (".main(", "main([", "main(argv", "subprocess.", "run_cli(")):
+            item.add_marker(pytest.mark.cli)

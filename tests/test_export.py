@@ -1,5 +1,6 @@
 """ONNX export (segformer_edu.export): onnxruntime gives PyTorch's logits at sizes the trace never saw; the CLI."""
 
+import logging
 import math
 import shutil
 from collections import Counter
@@ -151,7 +152,7 @@ def b1_exported(tmp_path_factory):
 
 def test_onnxruntime_model_runs_the_test_time_protocols(exported):
     """The wrapper is called like the PyTorch model, so sliding windows and multi-scale + flip run through it."""
-    from segformer_edu.inference import segment
+    from segformer_edu.inference import segment_scores
 
     model, path, _ = exported
     wrapped = export.OnnxRuntimeModel(path, threads=1)
@@ -159,8 +160,8 @@ def test_onnxruntime_model_runs_the_test_time_protocols(exported):
     for protocol in ({"mode": "slide", "crop_size": (48, 64), "stride": (32, 40)},
                      {"scales": (0.75, 1.25), "flip": True}):
         with torch.no_grad():
-            expected = segment(model, images, **protocol)
-        np.testing.assert_allclose(segment(wrapped, images, **protocol).numpy(), expected.numpy(), atol=ATOL)
+            expected = segment_scores(model, images, **protocol)
+        np.testing.assert_allclose(segment_scores(wrapped, images, **protocol).numpy(), expected.numpy(), atol=ATOL)
 
 
 def test_static_int8_is_calibrated_and_close(exported, tmp_path):
@@ -227,3 +228,8 @@ def test_cli_static_int8_calibrates_on_a_folder(exported, tmp_path, monkeypatch,
     assert export.main(argv[:-1] + [str(empty), "--overwrite"]) == 1
     assert "29" in one_line_error(capsys)  # the smallest side, named
     assert out.read_bytes() == written  # failed exports leave the earlier file as it was
+
+
+def test_the_exporters_logger_is_left_as_it_was(exported):
+    """to_onnx quiets the exporter's registration notes while it exports, and gives the logger its level back."""
+    assert logging.getLogger("torch.onnx._internal.exporter._registration").level == logging.NOTSET

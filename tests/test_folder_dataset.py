@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segformer_edu import SegFormer, data, predict, train as trainer
+from segformer_edu import SegFormer, data, datasets, predict, train as trainer
 from segformer_edu.checkpoint import save_pretrained
 from segformer_edu.convert import from_edu
 from segformer_edu.train import TrainConfig
@@ -194,11 +194,11 @@ def test_report_shares_and_a_warning_for_a_class_never_seen(dataset_root):
     counts = train.check_labels()
     assert counts.sum() == 4 * 64 * 64 and counts[-1] == 4 * 64
     assert np.array_equal(counts, train.preload().pixel_counts())  # from the frames in memory, the same counts
-    report, warnings = data.data_report({"train": (4, counts), "val": (2, None)}, NAMES)
+    report, warnings = datasets.data_report({"train": (4, counts), "val": (2, None)}, NAMES)
     assert report.startswith("data: train 4 images, val 2 images") and "ignore 1.6%" in report
     assert "road 23.4%" in report and warnings == []
     counts[1] = 0
-    assert data.data_report({"train": (4, counts)}, NAMES)[1] == [
+    assert datasets.data_report({"train": (4, counts)}, NAMES)[1] == [
         "warning: class 1 (vehicle) never appears in the training masks"]
 
 
@@ -271,7 +271,7 @@ def test_class_flags_parse_and_belong_to_folder_datasets_only(tiny_dataset):
     cfg = trainer.parse_args(["--dataset", "folder", "--class-names", "road", "sky", "--ignore-index", "0"])
     assert cfg.class_names == ("road", "sky") and cfg.ignore_index == 0 and cfg.num_classes is None
     with pytest.raises(ValueError, match="--class-names applies to --dataset folder only"):
-        trainer.datasets(TrainConfig(dataset="camvid", data_root=str(tiny_dataset), class_names=("a",)), "train")
+        trainer.build_split(TrainConfig(dataset="camvid", data_root=str(tiny_dataset), class_names=("a",)), "train")
 
 
 # ----------------------------------------------------------------------------- predict as a user meets it
@@ -339,7 +339,7 @@ def test_ctrl_c_in_predict_is_one_line_and_exit_130(tmp_path, hf_model, monkeypa
     photos.mkdir()
     for k in range(3):
         photo(photos / f"{k}.png", seed=k)
-    segment, calls = predict.segment, []
+    segment, calls = predict.segment_image, []
 
     def segment_then_ctrl_c(*args, **kwargs):
         calls.append(1)
@@ -347,7 +347,7 @@ def test_ctrl_c_in_predict_is_one_line_and_exit_130(tmp_path, hf_model, monkeypa
             raise KeyboardInterrupt
         return segment(*args, **kwargs)
 
-    monkeypatch.setattr(predict, "segment", segment_then_ctrl_c)
+    monkeypatch.setattr(predict, "segment_image", segment_then_ctrl_c)
     out = tmp_path / "out"
     assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out),
                          "--no-progress"]) == 130
@@ -360,7 +360,7 @@ def test_preprocess_takes_a_pil_image_or_an_array_as_predict_does(hf_model):
     from_pil, from_array = predict.preprocess(image, (60, 45)), predict.preprocess(np.asarray(image), (60, 45))
     assert from_pil.shape == (1, 3, 64, 64) and torch.equal(from_pil, from_array)  # 60x45 aligned up to 32
     with torch.no_grad():
-        assert np.array_equal(predict.segment(model, image, (60, 45)),
+        assert np.array_equal(predict.segment_image(model, image, (60, 45)),
                               torch.nn.functional.interpolate(model(from_pil), size=(90, 120),
                                                               mode="bilinear").argmax(1)[0].numpy())
     with pytest.raises(ValueError, match="at least 29x29"):

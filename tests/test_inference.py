@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from segformer_edu import SegFormer
-from segformer_edu.inference import segment, window_starts
+from segformer_edu.inference import segment_scores, window_starts
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_window_starts_end_at_the_edge():
 def test_slide_matches_an_independent_implementation(model, images, crop, stride):
     expected, windows = reference_slide(model, images, crop, stride)
     with torch.no_grad():
-        scores = segment(model, images, mode="slide", crop_size=crop, stride=stride)
+        scores = segment_scores(model, images, mode="slide", crop_size=crop, stride=stride)
     assert windows > 1
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
 
@@ -60,7 +60,8 @@ def test_slide_with_a_crop_that_covers_the_image_is_whole_image(model, images):
     whole = model.predict(images)
     assert torch.equal(model.predict(images, mode="slide", crop_size=(128, 128), stride=(64, 64)), whole)
     with torch.no_grad():
-        torch.testing.assert_close(segment(model, images, "slide", crop_size=(70, 101)), segment(model, images))
+        torch.testing.assert_close(segment_scores(model, images, "slide", crop_size=(70, 101)),
+                                   segment_scores(model, images))
 
 
 def test_multi_scale_flip_averages_softmax_like_mmseg_aug_test(model, images):
@@ -77,7 +78,7 @@ def test_multi_scale_flip_averages_softmax_like_mmseg_aug_test(model, images):
                 probs = F.softmax(logits, dim=1)
                 views.append(torch.flip(probs, dims=[3]) if mirror else probs)
         expected = torch.stack(views).mean(0)
-        scores = segment(model, images, scales=scales, flip=True)
+        scores = segment_scores(model, images, scales=scales, flip=True)
     torch.testing.assert_close(scores, expected, atol=1e-6, rtol=1e-5)
     assert torch.equal(model.predict(images, scales=scales, flip=True), expected.argmax(1))
     assert scores.sum(1).sub(1).abs().max() < 1e-5  # an average of probabilities
@@ -85,9 +86,9 @@ def test_multi_scale_flip_averages_softmax_like_mmseg_aug_test(model, images):
 
 def test_flip_alone_is_the_mirror_average(model, images):
     with torch.no_grad():
-        plain = segment(model, images).softmax(1)
-        mirrored = segment(model, images.flip(3)).softmax(1).flip(3)
-        torch.testing.assert_close(segment(model, images, flip=True), (plain + mirrored) / 2)
+        plain = segment_scores(model, images).softmax(1)
+        mirrored = segment_scores(model, images.flip(3)).softmax(1).flip(3)
+        torch.testing.assert_close(segment_scores(model, images, flip=True), (plain + mirrored) / 2)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -101,9 +102,9 @@ def test_bad_protocol_arguments_say_what_is_expected(model, images, kwargs, mess
 
 
 def test_evaluate_with_a_protocol(model):
-    """train.evaluate runs a protocol through inference.segment: a window covering the image is one pass, and the
-    metrics are those of the plain evaluation; flips change them."""
-    from segformer_edu.train import evaluate
+    """evaluation.evaluate runs a protocol through inference.segment_scores: a window covering the image is one pass,
+    and the metrics are those of the plain evaluation; flips change them."""
+    from segformer_edu.evaluation import evaluate
 
     generator = torch.Generator().manual_seed(5)
     frames = [(torch.randn(3, 64, 96, generator=generator), torch.randint(0, 5, (64, 96), generator=generator))

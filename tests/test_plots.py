@@ -30,3 +30,16 @@ def test_figures_default_to_the_width_of_the_page_column():
     fig = plt.figure()
     assert fig.get_size_inches()[0] * fig.dpi <= 775  # the column at a 1024 px window
     plt.close(fig)
+
+
+def test_the_style_is_undone_by_restore_or_a_with_block():
+    """book_style changes matplotlib's defaults only until restore() or the end of its with block."""
+    before = dict(matplotlib.rcParams)
+    with plots.book_style():
+        assert matplotlib.rcParams["figure.figsize"] == [plots.COLUMN_INCHES, 3.6]
+        assert matplotlib.rcParams["font.size"] == 10
+    assert dict(matplotlib.rcParams) == before
+    style = plots.book_style()
+    assert matplotlib.rcParams["figure.dpi"] == plots.DPI
+    style.restore()
+    assert dict(matplotlib.rcParams) == before

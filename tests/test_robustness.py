@@ -117,9 +117,11 @@ def test_the_script_end_to_end_on_two_frames(tmp_path, camvid_root, capsys):
     assert all(0 <= miou <= 1 for miou in noisy) and noisy[2] < entry["clean"]["miou"]
 
     # the clean reference is what the trainer's own test pipeline gives on those frames
-    from segformer_edu.train import TrainConfig, datasets, evaluate
+    from segformer_edu.datasets import build_split
+    from segformer_edu.evaluation import evaluate
+    from segformer_edu.train import TrainConfig
 
-    test_set, names = datasets(TrainConfig(data_root=str(camvid_root), val_scale=(240, 180)),
+    test_set, names = build_split(TrainConfig(data_root=str(camvid_root), val_scale=(240, 180)),
                                "test")
     model = robustness.load_model(STORED_B0)
     reference = evaluate(model, Subset(test_set, [0, 116]), 11, torch.device("cpu"))

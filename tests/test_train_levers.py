@@ -50,7 +50,7 @@ def test_ema_is_validated_saved_and_loaded_and_resumes_exactly(cfg, tmp_path):
     best = torch.load(Path(cfg.out_dir) / "best.pt", weights_only=True)
     torch.testing.assert_close(model.state_dict(), evaluated_weights(best))
     logged = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").open()][-1]
-    val = trainer.datasets(cfg, "val")[0]
+    val = trainer.build_split(cfg, "val")[0]
     again = trainer.evaluate(model, torch.utils.data.Subset(val, range(2)), 11, torch.device("cpu"))
     assert again["miou"] == pytest.approx(logged["miou"])
 

@@ -11,7 +11,9 @@ from PIL import Image
 
 from segformer_edu import SegFormer
 from segformer_edu.data import CAMVID_CLASSES
-from segformer_edu.train import TrainConfig, datasets, evaluate
+from segformer_edu.datasets import build_split
+from segformer_edu.evaluation import evaluate
+from segformer_edu.train import TrainConfig
 from segformer_edu.transforms import normalize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +47,7 @@ def test_stored_test_miou_is_what_a_fresh_evaluation_gives(model, camvid_root):
     stored = json.loads((STORED / "test_metrics.json").read_text())
     cfg = TrainConfig(dataset="camvid", data_root=str(camvid_root),
                       val_scale=tuple(stored["eval_scale"]) if stored["eval_scale"] else None)
-    test_set, names = datasets(cfg, "test")
+    test_set, names = build_split(cfg, "test")
     assert len(test_set) == stored["frames"] == 233
     fresh = evaluate(model, test_set, len(names), torch.device("cpu"), names=names)
     # equal up to a few pixels whose argmax may flip with another thread count; another model, protocol or split

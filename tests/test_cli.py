@@ -1,10 +1,10 @@
-"""The command lines' one-line errors (segformer_edu.errors)."""
+"""The command lines' one-line errors (segformer_edu.cli)."""
 
 import argparse
 
 import pytest
 
-from segformer_edu.errors import ArgumentParser, one_line, report
+from segformer_edu.cli import ArgumentParser, one_line, report
 
 
 def test_a_multi_line_message_keeps_its_first_line():

@@ -16,6 +16,7 @@ import argparse
 import difflib
 import signal
 import sys
+from pathlib import Path
 
 DONE, FAILED, USAGE = 0, 1, 2
 INTERRUPTED = 128 + signal.SIGINT  # 130
@@ -78,3 +79,18 @@ class DownloadError(ConnectionError):
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"360x480"`` -> (360, 480): a size on a command line, height first (an argparse type)."""
+    height, width = text.lower().split("x")
+    return int(height), int(width)
+
+
+def try_writing(folder: Path) -> None:
+    """Create ``folder`` and write a file there (removed at once): a place a command cannot write to
+    fails now (OSError), not after its work."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".write_test"
+    probe.write_bytes(b"")
+    probe.unlink()
