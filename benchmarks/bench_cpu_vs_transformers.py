@@ -13,7 +13,6 @@ processor, its native bf16 instruction sets, the threads and the load average be
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -25,7 +24,7 @@ from transformers import SegformerForSemanticSegmentation
 from segformer_edu import SegFormer
 from segformer_edu.checkpoint import save_pretrained
 from segformer_edu.losses import segmentation_loss
-from segformer_edu.system import cpu_bf16_flags, cpu_name
+from segformer_edu.system import machine_record, refuse_under_load
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -79,10 +78,7 @@ def main():
     parser.add_argument("--max-load", type=float, default=0.5,
                         help="refuse to start when the 1-minute load average is above this")
     args = parser.parse_args()
-    load_before = os.getloadavg()[0]
-    if load_before > args.max_load:
-        raise SystemExit(f"error: load average {load_before:.2f} > --max-load {args.max_load}: other work holds "
-                         "the cores; run again when it is done, so that the timings are this CPU's own")
+    load_before = refuse_under_load(args.max_load)
 
     models = twin_models(num_classes=11)
     images = torch.randn(args.batch, 3, *args.crop)
@@ -96,10 +92,8 @@ def main():
             print(f"{mode:13s} {dtype_name}: segformer_edu {speed['segformer_edu']:5.1f} images/s, "
                   f"transformers {speed['transformers']:5.1f}: {ratio:.2f}x", flush=True)
             rows.append({"mode": mode, "dtype": dtype_name, "images_per_s": speed, "ratio": ratio})
-    result = {"machine": cpu_name(), "bf16_flags": cpu_bf16_flags(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "model": "SegFormer-B0, 11 classes", "batch": args.batch,
-              "crop": list(args.crop), "steps": args.steps, "load_average_before": load_before,
-              "load_average_after": os.getloadavg()[0], "rows": rows}
+    result = machine_record(load_before) | {"model": "SegFormer-B0, 11 classes", "batch": args.batch,
+                                            "crop": list(args.crop), "steps": args.steps, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from segformer_edu.datasets import build_split
 from segformer_edu.recipes import recipe
-from segformer_edu.system import available_cpus, cpu_name
-from segformer_edu.train import TrainConfig, datasets
+from segformer_edu.system import available_cpus, machine_record, refuse_under_load
+from segformer_edu.train import TrainConfig
 from segformer_edu.transforms import seed_worker
 
 
@@ -73,14 +74,10 @@ def main() -> None:
     parser.add_argument("--label", default="", help="what this measurement is (stored with it)")
     parser.add_argument("--out", type=Path, help="write the result here (JSON)")
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    if load_before[0] > args.max_load:
-        parser.exit(1, f"error: the 1-minute load average is {load_before[0]:.2f}, above "
-                       f"--max-load {args.max_load}: the numbers would measure other work too; "
-                       "wait, or raise --max-load and record why\n")
+    load_before = refuse_under_load(args.max_load)
     settings = recipe(args.recipe)
     cfg = TrainConfig(**settings)
-    dataset, _ = datasets(cfg, "train")
+    dataset, _ = build_split(cfg, "train")
     dataset.preload()  # --in-memory: every frame decoded once
     speeds = {}
     for workers in args.workers:
@@ -89,10 +86,8 @@ def main() -> None:
     result = {"label": args.label, "recipe": args.recipe, "batch_size": cfg.batch_size,
               "crop_size": cfg.crop_size, "scale": cfg.scale, "ratio_range": cfg.ratio_range,
               "by_workers": speeds, "timed_batches": args.batches,
-              "cpu": cpu_name(), "cpus": available_cpus(), "torch": torch.__version__,
-              "torch_threads_in_process": torch.get_num_threads(),
-              "load_average_before": [round(x, 2) for x in load_before],
-              "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+              "cpus": available_cpus(), "torch_threads_in_process": torch.get_num_threads()}
+    result |= machine_record(load_before)
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")

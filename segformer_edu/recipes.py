@@ -16,7 +16,7 @@ measures what pretraining buys.
 import shlex
 import sys
 
-from . import errors
+from . import cli
 from .system import available_cpus
 
 RECIPES = {
@@ -58,7 +58,7 @@ def train_flags(settings: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = errors.ArgumentParser(prog="python -m segformer_edu.recipes",
+    parser = cli.ArgumentParser(prog="python -m segformer_edu.recipes",
                                    description="print a recipe's training flags")
     parser.add_argument("recipe", choices=sorted(RECIPES))
     parser.add_argument("--from-scratch", action="store_true",

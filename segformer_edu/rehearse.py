@@ -35,7 +35,9 @@ from torch.utils.data import DataLoader
 
 from .recipes import RUN_NAMES, recipe
 from .system import available_cpus, cpu_name
-from .train import TrainConfig, datasets, read_jsonl, train
+from .datasets import build_split
+from .runs import read_jsonl
+from .train import TrainConfig, train
 from .transforms import seed_worker
 
 
@@ -52,7 +54,7 @@ def stand_in_encoder(hub_id: str, folder: Path) -> Path:
 def loader_images_per_s(cfg: TrainConfig, batches: int) -> float:
     """The training loader's images/s at the recipe's batch and workers, frames decoded in memory
     as the run keeps them (after one untimed batch: the workers' start)."""
-    dataset, _ = datasets(cfg, "train")
+    dataset, _ = build_split(cfg, "train")
     if cfg.in_memory:
         dataset.preload()
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
@@ -140,9 +142,9 @@ def summary(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import errors
+    from . import cli
 
-    parser = errors.ArgumentParser(prog="python -m segformer_edu.rehearse",
+    parser = cli.ArgumentParser(prog="python -m segformer_edu.rehearse",
                                    description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="gpu-camvid", help="a recipe of segformer_edu.recipes")
     parser.add_argument("--from-scratch", action="store_true",
@@ -157,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         report = rehearse(args.recipe, args.from_scratch, args.iters, args.out_dir,
                           args.data_root)
     except (ImportError, OSError, ValueError) as error:
-        return errors.report(error)
+        return cli.report(error)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
-    return errors.DONE
+    return cli.DONE
 
 
 if __name__ == "__main__":
