@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -83,23 +83,53 @@ urlopen = urllib.request.urlopen  # one name for tests to replace: the tests nev
 
 # ----------------------------------------------------------------------- reading and checking files
 
+# EXIF tag 0x0112: values 5-8 turn the stored image a quarter, so its width and height swap
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def displayed(image: Image.Image) -> Image.Image:
+    """``image`` as a viewer shows it: turned and mirrored by its EXIF orientation (a phone stores
+    a portrait photo sideways and says so in that tag)."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """A PIL image of any mode -> 8-bit RGB as displayed: EXIF orientation applied, 16-bit and
+    32-bit grayscale scaled from their real range (PIL's own ``convert`` clips them at 255, so a
+    16-bit frame turns almost white), float images read as 0..1 (or 0..255 if they exceed 1).
+    Every image the package reads, from a file or from the caller, goes through here."""
+    image = displayed(image)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, np.float64)  # (H, W)
+        if image.mode == "F":
+            top = 1.0 if values.max(initial=0) <= 1 else 255.0
+        else:  # "I" is how some readers give a 16-bit file; wider values keep their own range
+            top = 65535.0 if values.max(initial=0) <= 65535 else float(values.max())
+        gray = np.clip(values / top * 255, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    return image.convert("RGB")
+
+
 def read_image(path: str | Path) -> Image.Image:
-    """The RGB image at ``path``, fully decoded; a corrupt, truncated or unreadable file raises
-    naming the path."""
+    """The RGB image at ``path`` as displayed (``as_rgb``), fully decoded; a corrupt, truncated or
+    unreadable file raises naming the path."""
     try:
         with Image.open(path) as image:
-            # convert decodes every byte, so a truncated file fails here, not later
-            return image.convert("RGB")
+            # converting decodes every byte, so a truncated file fails here, not later
+            return as_rgb(image)
     except (OSError, SyntaxError, ValueError) as error:  # PIL reports bad files as any of these
         raise ValueError(f"corrupt or unreadable image {path}: {error}") from error
 
 
 def read_label(path: str | Path) -> np.ndarray:
     """The class-index map (H, W) in the single-channel PNG at ``path`` ("L" or palette "P"
-    mode)."""
+    mode), turned by its EXIF orientation if it has one."""
     try:
         with Image.open(path) as image:
-            label = np.array(image)  # a "P" image gives its indices, not its colours
+            label = np.array(displayed(image))  # a "P" image gives its indices, not its colours
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"corrupt or unreadable label {path}: {error}") from error
     if label.ndim != 2:
@@ -121,10 +151,12 @@ def check_label(label: np.ndarray, num_classes: int, path: str | Path) -> np.nda
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of the image at ``path``, from its header: nothing is decoded."""
+    """(height, width) of the image at ``path`` as displayed (its EXIF orientation), from its
+    header: nothing is decoded."""
     try:
         with Image.open(path) as image:
-            return image.height, image.width
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS
+            return (image.width, image.height) if turned else (image.height, image.width)
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"corrupt or unreadable image {path}: {error}") from error
 
@@ -398,6 +430,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     (H, W, 3) uint8 for an RGB(A) one (its colours; alpha dropped)."""
     try:
         with Image.open(path) as image:
+            image = displayed(image)
             return np.array(image.convert("RGB") if image.mode in ("RGB", "RGBA") else image)
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"corrupt or unreadable mask {path}: {error}") from error

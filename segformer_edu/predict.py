@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import errors
 from .checkpoint import load_pretrained
-from .data import ADE20K_CLASSES, CAMVID_CLASSES, IMAGE_SUFFIXES, read_image
+from .data import ADE20K_CLASSES, CAMVID_CLASSES, IMAGE_SUFFIXES, as_rgb, read_image
 from .model import SegFormer
 from .palette import CAMVID_PALETTE, ade20k_palette, colorize
 from .transforms import preprocess
@@ -114,7 +114,7 @@ def segment(model: nn.Module, image, scale=None) -> np.ndarray:
     """An RGB image (PIL, or (H, W, 3) uint8) -> class indices (H, W) uint8, as train.evaluate
     scores it: the image resized to ``scale`` (long, short) if given, logits (1, K, h/4, w/4)
     upsampled bilinearly to (H, W), argmax."""
-    image = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    image = np.asarray(as_rgb(image) if isinstance(image, Image.Image) else image)
     device = next(model.parameters()).device
     logits = model(preprocess(image, scale, model.config).to(device))
     logits = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear",

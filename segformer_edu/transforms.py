@@ -73,7 +73,9 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
 def _as_arrays(image, label) -> tuple[np.ndarray, np.ndarray]:
     """PIL or numpy in; uint8 RGB (H, W, 3) and uint8 label (H, W) out
     (labels hold 0..K-1 and 255)."""
-    rgb = image.convert("RGB") if isinstance(image, Image.Image) else image
+    from .data import as_rgb  # data imports this module
+
+    rgb = as_rgb(image) if isinstance(image, Image.Image) else image
     image = np.array(rgb, dtype=np.uint8)  # a writable copy
     label = np.asarray(label)
     if label.min(initial=0) < 0 or label.max(initial=0) > 255:
@@ -274,10 +276,11 @@ def preprocess(image, scale: tuple[int, int] | None = None, config=None) -> torc
     sides then rounded up to multiples of 32) if given, ImageNet-normalised. With a model's
     ``config``, an image too small for it is refused with a clear message, not a shape error inside
     the model."""
+    from .data import as_rgb  # data imports this module
     from .encoder import check_images
 
     if isinstance(image, Image.Image):
-        image = image.convert("RGB")
+        image = as_rgb(image)  # as displayed: EXIF orientation, 16-bit by its range
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB image (H, W, 3) uint8, got {image.shape} {image.dtype}")

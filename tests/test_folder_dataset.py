@@ -377,3 +377,26 @@ def test_classes_json_with_another_key_says_what_it_holds(tmp_path):
     with pytest.raises(ValueError, match=r"classes\.json holds 'classes' but no \"names\": expected "
                                          r"\{\"names\": \[\.\.\.\]"):
         data.folder(root, "train")
+
+
+def test_predict_reads_images_as_displayed_sixteen_bit_and_phone_photos(tmp_path, hf_model):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    gray8 = np.random.default_rng(0).integers(0, 256, (48, 64), dtype=np.uint8)
+    Image.fromarray(gray8).save(photos / "eight.png")
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(photos / "sixteen.png")
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(np.stack([gray8] * 3, -1))))  # 64 tall
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display turned 90 degrees clockwise: 48 tall, 64 wide
+    stored.save(photos / "phone.jpg", exif=exif)
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(tmp_path / "out"),
+                         "--no-progress"]) == 0
+    masks = {name: np.array(Image.open(tmp_path / "out" / "masks" / f"{name}.png"))
+             for name in ("eight", "sixteen", "phone")}
+    assert np.array_equal(masks["eight"], masks["sixteen"])  # was 20 % of the pixels alike
+    assert masks["phone"].shape == (48, 64)
+    assert Image.open(tmp_path / "out" / "overlays" / "phone.jpg").size == (64, 48)
+    model = SegFormer.from_pretrained(hf_model)
+    sixteen = Image.open(photos / "sixteen.png")
+    assert torch.equal(predict.preprocess(sixteen), predict.preprocess(Image.fromarray(gray8)))
+    assert np.array_equal(predict.segment(model, sixteen), masks["eight"])
