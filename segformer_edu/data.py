@@ -542,23 +542,56 @@ def folder_classes(root: str | Path, num_classes: int | None = None, class_names
     if not 1 <= len(names) <= IGNORE_INDEX:
         raise ValueError(f"{len(names)} classes: between 1 and {IGNORE_INDEX} are supported "
                          "(labels are uint8)")
+    _check_distinct(names, "--class-names" if class_names else f"{path}'s \"names\"", "name")
     palette = spec.get("palette")
-    if palette is not None and class_names and len(palette) != len(names):
+    if palette is not None and class_names and isinstance(palette, list) and \
+            len(palette) != len(names):
         # the command line's names replace the file's; its colours cannot be matched to them
         warnings.warn(f"{path}'s palette ({len(palette)} colours) is not used: --class-names gives "
                       f"{len(names)} classes; colour masks need one colour per class in "
                       "classes.json")
         palette = None
-    if palette is not None and (len(palette) != len(names) or any(len(c) != 3 for c in palette)):
-        raise ValueError(f"{path}'s palette has {len(palette)} entries for {len(names)} classes: "
-                         f"one [r, g, b] per class, in the order of the names")
+    if palette is not None:
+        check_colours(palette, f"{path}'s palette")
+        if len(palette) != len(names):
+            raise ValueError(f"{path}'s palette has {len(palette)} entries for {len(names)} "
+                             "classes: one [r, g, b] per class, in the order of the names")
     ignore_colours = spec.get("ignore_colours", [])
-    if any(len(c) != 3 for c in ignore_colours):
-        raise ValueError(f"{path}'s ignore_colours must be a list of [r, g, b]")
+    check_colours(ignore_colours, f"{path}'s ignore_colours", distinct=False)
+    both = [c for c in map(tuple, ignore_colours) if palette and c in map(tuple, palette)]
+    if both:
+        raise ValueError(f"{path}: colour {list(both[0])} is both a class's in \"palette\" and in "
+                         "\"ignore_colours\"; keep it in one of them")
     return {"names": names, "palette": [tuple(c) for c in palette] if palette else None,
             "ignore_colours": [tuple(c) for c in ignore_colours],
             "draw_palette": ([tuple(c) for c in palette] if palette
                              else list(ade20k_palette(len(names))))}
+
+
+def _check_distinct(items: list, where: str, what: str) -> None:
+    """One line naming the first item of ``items`` listed twice in ``where``."""
+    seen = set()
+    for item in items:
+        if item in seen:
+            shown = list(item) if isinstance(item, tuple) else repr(item)
+            raise ValueError(f"{where} lists {shown} twice: give each class its own {what}")
+        seen.add(item)
+
+
+def check_colours(colours, where: str, distinct: bool = True) -> None:
+    """One line naming the first colour of ``where`` that is not three whole numbers 0..255, or
+    (``distinct``) that is listed twice: checked before training, not by a crash when the colours
+    are drawn."""
+    if not isinstance(colours, list):
+        raise ValueError(f"{where} is a {type(colours).__name__}: write a list of [r, g, b]")
+    for index, colour in enumerate(colours):
+        values = colour if isinstance(colour, list) else [colour]
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        if len(values) != 3 or not whole or not all(0 <= v <= 255 for v in values):
+            raise ValueError(f"{where}: entry {index} is {json.dumps(colour)}; each colour is "
+                             "[r, g, b], three whole numbers 0..255")
+    if distinct:
+        _check_distinct([tuple(c) for c in colours], where, "colour")
 
 
 class FolderDataset(SegmentationFolder):

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from . import errors
 from .checkpoint import load_pretrained
-from .data import ADE20K_CLASSES, CAMVID_CLASSES, IMAGE_SUFFIXES, as_rgb, read_image
+from .data import (ADE20K_CLASSES, CAMVID_CLASSES, IMAGE_SUFFIXES, as_rgb, check_colours,
+                   read_image)
 from .model import SegFormer
 from .palette import CAMVID_PALETTE, ade20k_palette, colorize
 from .transforms import preprocess
@@ -49,6 +50,11 @@ def load_model(source: str, device: torch.device) -> tuple[SegFormer, dict]:
     names = info["names"] or default_names or [f"class_{k}" for k in range(num_classes)]
     default_palette = CAMVID_PALETTE if dataset == "camvid" else ade20k_palette(num_classes)
     palette = info["palette"] or default_palette
+    try:  # a model trained before palettes were checked may hold a colour that cannot be drawn
+        check_colours([list(colour) for colour in palette], f"{source}'s palette", distinct=False)
+    except ValueError as error:
+        print(f"warning: {error}; drawing with the default colours instead", file=sys.stderr)
+        palette = default_palette
     model.class_names = list(names)
     return model.to(device).eval(), {"names": list(names), "palette": [tuple(c) for c in palette],
                                      "scale": info["scale"]}

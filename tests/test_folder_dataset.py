@@ -400,3 +400,47 @@ def test_predict_reads_images_as_displayed_sixteen_bit_and_phone_photos(tmp_path
     sixteen = Image.open(photos / "sixteen.png")
     assert torch.equal(predict.preprocess(sixteen), predict.preprocess(Image.fromarray(gray8)))
     assert np.array_equal(predict.segment(model, sixteen), masks["eight"])
+
+
+BAD_CLASSES = [
+    ({"names": NAMES, "palette": [[128, 64, 300], *PALETTE[1:]]}, "palette: entry 0 is [128, 64, 300]; each colour "
+                                                                  "is [r, g, b], three whole numbers 0..255"),
+    ({"names": NAMES, "palette": [[128, 64], *PALETTE[1:]]}, "palette: entry 0 is [128, 64]; each colour is [r, g, b]"),
+    ({"names": NAMES, "palette": [[1.5, 2, 3], *PALETTE[1:]]}, "entry 0 is [1.5, 2, 3]"),
+    ({"names": NAMES, "palette": [PALETTE[0], PALETTE[0], *PALETTE[2:]]}, "palette lists [128, 64, 128] twice: give "
+                                                                          "each class its own colour"),
+    ({"names": ["Road", "car", "Road", "sky"]}, "\"names\" lists 'Road' twice: give each class its own name"),
+    ({"names": NAMES, "palette": PALETTE, "ignore_colours": [[0, 0, -1]]}, "ignore_colours: entry 0 is [0, 0, -1]"),
+    ({"names": NAMES, "palette": PALETTE, "ignore_colours": [PALETTE[3]]}, "colour [70, 70, 70] is both a class's"),
+]
+
+
+@pytest.mark.parametrize("classes, message", BAD_CLASSES)
+def test_class_definitions_are_checked_before_the_first_step(tmp_path, classes, message):
+    root = write_dataset(tmp_path / "bad", classes=classes)
+    with pytest.raises(ValueError, match="classes.json") as raised:
+        data.folder(root, "train")
+    assert message in str(raised.value)
+
+
+def test_a_palette_value_of_300_and_twice_named_classes_are_one_line_before_training(tmp_path):
+    root = write_dataset(tmp_path / "bad", classes={"names": NAMES, "palette": [[128, 64, 300], *PALETTE[1:]]})
+    done = run_cli("-m", "segformer_edu.train", "--dataset", "folder", "--data-root", str(root), "--out-dir",
+                   str(tmp_path / "run"), "--max-iters", "2", "--no-progress")
+    assert_one_line_error(done, f"{root / 'classes.json'}'s palette: entry 0 is [128, 64, 300]")
+    done = run_cli("-m", "segformer_edu.train", "--dataset", "folder", "--data-root", str(root), "--out-dir",
+                   str(tmp_path / "run"), "--max-iters", "2", "--no-progress", "--class-names", "a", "b", "a", "c")
+    assert_one_line_error(done, "--class-names lists 'a' twice: give each class its own name")
+    assert not (tmp_path / "run" / "latest.pt").exists()
+
+
+def test_predict_draws_a_stored_palette_it_cannot_draw_with_default_colours(tmp_path, hf_model, capsys):
+    state = {"model": SegFormer.from_pretrained(hf_model).state_dict(), "config": {"dataset": "folder"},
+             "classes": NAMES, "palette": [[128, 64, 300], *PALETTE[1:]]}
+    torch.save(state, tmp_path / "old.pt")  # as a run written before palettes were checked
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.png")
+    assert predict.main(["--model", str(tmp_path / "old.pt"), "--images", str(photos), "--out",
+                         str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "palette: entry 0 is [128, 64, 300]" in capsys.readouterr().err
