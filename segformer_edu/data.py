@@ -34,7 +34,8 @@ from .transforms import EvalTransform
 
 # left out of the loss and the metric; the label padding; CamVid's void and ADE20K's "other"
 IGNORE_INDEX = 255
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")  # masks in these hold values their classes never had
 
 # the 11-class CamVid of SegNet; label 11 (Unlabelled, void) becomes IGNORE_INDEX
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
@@ -209,8 +210,8 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 
 class SegmentationFolder(Dataset):
-    """Images in ``image_dir`` (.jpg/.jpeg/.png) paired with labels in ``label_dir`` (.png) by file
-    stem, sorted.
+    """Images in ``image_dir`` (IMAGE_SUFFIXES: .jpg, .png, .webp, .bmp, .tif...) paired with
+    labels in ``label_dir`` (.png) by file stem, sorted.
 
     ``label_map`` turns a raw label array into class indices (CamVid's void -> 255, ADE20K's
     reduce_zero_label) before it is checked; ``transform(image, label)`` (default:
@@ -228,8 +229,8 @@ class SegmentationFolder(Dataset):
         images = _files_by_stem(self.image_dir, IMAGE_SUFFIXES)
         labels = _files_by_stem(self.label_dir, (".png",))
         if not images or not labels:
-            raise FileNotFoundError(f"no image/label pairs: {len(images)} images (.jpg, .jpeg, "
-                                    f".png) in {self.image_dir}, {len(labels)} labels (.png) in "
+            raise FileNotFoundError(f"no image/label pairs: {len(images)} images "
+                                    f"({', '.join(IMAGE_SUFFIXES)}) in {self.image_dir}, {len(labels)} labels (.png) in "
                                     f"{self.label_dir}")
         without_label = sorted(images.keys() - labels.keys())
         without_image = sorted(labels.keys() - images.keys())
@@ -626,6 +627,12 @@ def _check_pairs(image_dir: Path, mask_dir: Path) -> None:
     counts = (f"({len(without_mask)} images without a mask, {len(without_image)} masks without an "
               "image)")
     if without_mask:
+        lossy = sorted(p.name for p in mask_dir.iterdir() if p.suffix.lower() in LOSSY_SUFFIXES)
+        if lossy:
+            raise ValueError(f"{mask_dir} holds {len(lossy)} masks saved as JPEG (first: "
+                             f"{lossy[0]}), which are not used: lossy compression changes the "
+                             "class values and colours along every edge; save the masks as PNG "
+                             f"{counts}")
         raise ValueError(f"image {images[without_mask[0]]} has no mask {without_mask[0]}.png in "
                          f"{mask_dir} {counts}")
     if without_image:

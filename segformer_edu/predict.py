@@ -61,7 +61,7 @@ def load_model(source: str, device: torch.device) -> tuple[SegFormer, dict]:
 
 
 def image_files(source: Path) -> list[Path]:
-    """``source`` itself if it is an image file, else the images (.jpg, .jpeg, .png) directly in the
+    """``source`` itself if it is an image file, else the images (IMAGE_SUFFIXES) directly in the
     folder ``source``, sorted; an error naming the path if there are none."""
     if source.is_file():
         if source.suffix.lower() not in IMAGE_SUFFIXES:
@@ -76,6 +76,15 @@ def image_files(source: Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
     return files
+
+
+def other_files(source: Path) -> list[Path]:
+    """The files in the folder ``source`` that ``image_files`` leaves out (hidden files aside):
+    named, so that no photo is passed over without a word."""
+    if not source.is_dir():
+        return []
+    return sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() not in IMAGE_SUFFIXES)
 
 
 def output_names(files: list[Path]) -> dict[Path, str]:
@@ -187,7 +196,7 @@ def parse_args(argv=None):
                                                        "checkpoint file, a Hugging Face folder or "
                                                        "hub id")
     parser.add_argument("--images", required=True, help="an image, or a folder of images (.jpg, "
-                                                        ".jpeg, .png)")
+                                                        ".png, .webp, .bmp, .tif)")
     parser.add_argument("--out", required=True, help="output folder: masks/ (class indices) and "
                                                      "overlays/")
     parser.add_argument("--scale", type=int, nargs=2, default=None, metavar=("LONG", "SHORT"),
@@ -209,6 +218,12 @@ def main(argv=None) -> int:
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         files = image_files(Path(args.images))  # the cheap checks before loading a model
+        others = other_files(Path(args.images))
+        if others:
+            print(f"note: {len(others)} files in {args.images} are not images of a kind this reads "
+                  f"({', '.join(IMAGE_SUFFIXES)}) and are left out: "
+                  f"{', '.join(p.name for p in others[:5])}{'...' if len(others) > 5 else ''}",
+                  file=sys.stderr)
         names = output_names(files)
         masks, overlays = prepare_output(out, list(names.values()), args.overwrite)
         model, info = load_model(args.model, device)

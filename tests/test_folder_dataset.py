@@ -258,7 +258,7 @@ def test_predict_errors_are_one_line(tmp_path, dataset_root, problem):
     model.mkdir()
     expected = f"no model in {model}"
     if problem == "empty folder":
-        images, expected = tmp_path / "empty", f"no images (.jpg, .jpeg, .png) in {tmp_path / 'empty'}"
+        images, expected = tmp_path / "empty", f"no images ({', '.join(data.IMAGE_SUFFIXES)}) in {tmp_path / 'empty'}"
         images.mkdir()
     if problem == "unwritable output":
         (tmp_path / "a_file").write_text("")
@@ -444,3 +444,35 @@ def test_predict_draws_a_stored_palette_it_cannot_draw_with_default_colours(tmp_
     assert predict.main(["--model", str(tmp_path / "old.pt"), "--images", str(photos), "--out",
                          str(tmp_path / "out"), "--no-progress"]) == 0
     assert "palette: entry 0 is [128, 64, 300]" in capsys.readouterr().err
+
+
+def test_predict_takes_webp_bmp_and_tiff_and_names_the_files_it_leaves_out(tmp_path, hf_model, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for suffix in (".webp", ".bmp", ".tif", ".png"):
+        photo(photos / f"frame{suffix}")
+    (photos / "notes.txt").write_text("not an image")
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(tmp_path / "out"),
+                         "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == [
+        "frame.bmp.png", "frame.png.png", "frame.tif.png", "frame.webp.png"]
+    captured = capsys.readouterr()
+    assert "4 images:" in captured.out
+    assert "note: 1 files in" in captured.err and "are left out: notes.txt" in captured.err
+
+
+def test_masks_saved_as_jpeg_are_named_with_why_they_are_not_used(tmp_path):
+    root = write_dataset(tmp_path / "jpeg")
+    for mask in (root / "train" / "masks").iterdir():
+        Image.open(mask).save(mask.with_suffix(".jpg"))
+        mask.unlink()
+    (root / "train" / "images" / "train_0.png").rename(root / "train" / "images" / "train_0.webp")
+    with pytest.raises(ValueError) as raised:
+        data.folder(root, "train")
+    assert str(raised.value).startswith(f"{root / 'train' / 'masks'} holds 4 masks saved as JPEG (first: "
+                                        "train_0.jpg), which are not used: lossy compression changes")
+    assert "has no mask" not in str(raised.value)
+    for mask in (root / "train" / "masks").iterdir():
+        Image.open(mask).save(mask.with_suffix(".png"))
+        mask.unlink()
+    assert data.folder(root, "train").image_paths[0].name == "train_0.webp"
