@@ -111,10 +111,44 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _torch_load(path: Path):
+    kind = other_kind_of_file(path)
+    if kind:
+        raise ValueError(f"{path} is {kind}, not a model checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a pickle error says little; name the file
-        raise ValueError(f"cannot read checkpoint {path}: {errors.one_line(error)}") from error
+        raise ValueError(f"cannot read checkpoint {path}: {unreadable_why(error)}") from error
+
+
+def other_kind_of_file(path: Path) -> str | None:
+    """What ``path`` is if it is a file people mistake for a checkpoint (an exported model, an
+    image), with what to do with it; None otherwise."""
+    if path.suffix.lower() in (".onnx", ".ort"):
+        return ("an ONNX file: run it with segformer_edu.export.OnnxRuntimeModel(path), or pass "
+                "the checkpoint it was exported from")
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:  # reads the header only
+            found = image.format
+    except Exception:  # not an image: PIL's errors for other files vary
+        return None
+    return (f"an image ({found}): pass a training run's folder, a .pt/.pth/.safetensors file, a "
+            "Hugging Face folder or a hub id as the model")
+
+
+def unreadable_why(error: Exception) -> str:
+    """torch.load's error in one true line. Its advice to re-run with ``weights_only=False`` is
+    left out: that runs whatever code the file holds."""
+    message = errors.one_line(error)
+    if not message.startswith("Weights only load failed"):
+        return message
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if found:
+        return (f"it holds pickled Python objects ({found.group(1)}), which are not loaded since "
+                "unpickling can run any code; save the weights alone, with "
+                "torch.save(model.state_dict(), path) or model.save_pretrained(folder)")
+    return "not a PyTorch checkpoint (torch.load cannot unpickle it)"
 
 
 # -------------------------------------------------------------------- where a checkpoint comes from
