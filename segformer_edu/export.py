@@ -341,8 +341,9 @@ def main(argv=None) -> int:
         return errors.report(error)
     finally:
         for leftover in (fp32, partial):
-            if leftover.parent.is_dir():  # an --out under a file was refused before any writing
-                leftover.unlink(missing_ok=True)
+            # only what this export wrote: on a read-only disk even unlinking a missing file fails
+            if leftover.is_file():
+                leftover.unlink()
     kind = ""
     if calibration:
         kind = f", static int8, calibrated on {len(calibration)} images"

@@ -128,6 +128,23 @@ def test_an_opset_is_honoured_or_refused_in_one_line_before_any_work(exported, t
         assert np.abs(logits - model(images).numpy()).max() < ATOL
 
 
+def test_cli_export_onto_a_read_only_disk_is_one_line(exported, tmp_path, monkeypatch, capsys):
+    import errno
+    from pathlib import Path
+
+    model, _, _ = exported
+    save_pretrained(model, tmp_path / "hf")
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(export, "open", read_only, raising=False)  # check_writable's trial write
+    monkeypatch.setattr(Path, "unlink", read_only)  # even unlinking a file that is not there fails
+    out = tmp_path / "m.onnx"
+    assert export.main(["--model", str(tmp_path / "hf"), "--out", str(out)]) == 1
+    assert one_line_error(capsys) == f"error: cannot write {out}: Read-only file system"
+
+
 def test_cli_int8(exported, tmp_path, monkeypatch, capsys):
     """The CLI loads a Hugging Face folder, exports, quantizes to --out. The export itself is the fixture's
     (tested above; a second trace would double this file's time): the stand-in checks it gets the same weights."""
