@@ -60,6 +60,35 @@ def load_model(source: str, device: torch.device) -> tuple[SegFormer, dict]:
                                      "scale": info["scale"]}
 
 
+def usable_device(name: str | None) -> torch.device:
+    """The device ``name`` (default: cuda if this torch sees a GPU, else cpu), or a ValueError that
+    says why this torch cannot use it, before anything is loaded or written."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name}: not a device ({errors.one_line(error)})") from error
+    build = f"this torch ({torch.__version__})"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = ("is built without CUDA: install a CUDA build of torch" if torch.version.cuda is None
+               else "sees no CUDA GPU")
+        raise ValueError(f"--device {name}: {build} {why}, or pass --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: {build} sees {torch.cuda.device_count()} GPUs, "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        why = "is built without MPS" if not torch.backends.mps.is_built() else "cannot use MPS here"
+        raise ValueError(f"--device {name}: {build} {why} (MPS needs Apple silicon and macOS 12.3 "
+                         "or later); pass --device cpu")
+    try:  # any other kind (xpu...): one allocation says whether it works
+        torch.empty(0, device=device)
+    except Exception as error:  # torch raises RuntimeError, AssertionError... by backend
+        raise ValueError(f"--device {name}: {build} cannot use it ({errors.one_line(error)}); "
+                         "pass --device cpu") from error
+    return device
+
+
 def image_files(source: Path) -> list[Path]:
     """``source`` itself if it is an image file, else the images (IMAGE_SUFFIXES) directly in the
     folder ``source``, sorted; an error naming the path if there are none."""
@@ -202,8 +231,8 @@ def parse_args(argv=None):
     parser.add_argument("--scale", type=int, nargs=2, default=None, metavar=("LONG", "SHORT"),
                         help="resize images to this (long, short) scale first (default: the run's "
                              "val_scale, if any)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if "
-                                                       "available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps... (default: cuda "
+                                                       "if available)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist "
                                                                  "already")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
@@ -211,12 +240,31 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def remove_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty: a failed run leaves no empty
+    output folders behind."""
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
+    # the folders this run would create, deepest first, so that it can remove them if it fails
+    new_folders = [p for p in (out / "masks", out / "overlays", out, *out.parents)
+                   if not p.exists()]
+    try:
+        return run(args, out)
+    finally:
+        remove_empty(new_folders)
+
+
+def run(args, out: Path) -> int:
+    """predict's work, once the command line is parsed: its exit status."""
     written, skipped = [], {}
     try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = usable_device(args.device)
         files = image_files(Path(args.images))  # the cheap checks before loading a model
         others = other_files(Path(args.images))
         if others:

@@ -476,3 +476,36 @@ def test_masks_saved_as_jpeg_are_named_with_why_they_are_not_used(tmp_path):
         Image.open(mask).save(mask.with_suffix(".png"))
         mask.unlink()
     assert data.folder(root, "train").image_paths[0].name == "train_0.webp"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without a usable GPU")
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "--device cuda: this torch ("), ("cuda:1", "--device cuda:1: this torch ("),
+    ("mps", "--device mps: this torch ("), ("gpu", "--device gpu: not a device")])
+def test_a_device_this_torch_cannot_use_is_one_line_before_anything_is_written(tmp_path, hf_model, device,
+                                                                               message):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.png")
+    out = tmp_path / "new" / "out"
+    done = run_cli("-m", "segformer_edu.predict", "--model", str(hf_model), "--images", str(photos), "--out",
+                   str(out), "--device", device)
+    assert_one_line_error(done, message)
+    assert "pass --device cpu" in done.stderr or device == "gpu"
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_predict_leaves_no_empty_folders(tmp_path, hf_model, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "new" / "out"
+    assert predict.main(["--model", str(tmp_path / "no_model"), "--images", str(photos), "--out", str(out)]) == 1
+    assert not (tmp_path / "new").exists()
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out),
+                         "--no-progress"]) == 1  # every image skipped
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    assert predict.main(["--model", str(tmp_path / "no_model"), "--images", str(photos), "--out",
+                         str(tmp_path / "kept")]) == 1
+    assert (tmp_path / "kept").is_dir()  # a folder that was there stays
