@@ -315,15 +315,16 @@ def read_source(source) -> tuple[dict[str, Tensor], dict | None, dict]:
     """What a checkpoint holds, in our layout: (state dict, config.json or None, {"names",
     "palette", "scale"}).
 
-    A training checkpoint (a run's folder or ``.pt``) gives its validated weights, classes, palette
-    and validation scale; a Hugging Face folder its ``id2label``; other files nothing beyond the
-    weights."""
+    A training checkpoint (a run's folder or ``.pt``) gives its validated weights, classes, palette,
+    validation scale and training scale (``train_scale``); a Hugging Face folder its ``id2label``;
+    other files nothing beyond the weights."""
     weights, hf_config = resolve(source)
     state = training_state(weights)
     if state is not None:
         config = state["config"]
         info = {"names": state.get("classes"), "palette": state.get("palette"),
-                "scale": config.get("val_scale"), "dataset": config.get("dataset")}
+                "scale": config.get("val_scale"), "train_scale": config.get("scale"),
+                "dataset": config.get("dataset")}
         return dict(evaluated_weights(state)), None, info
     state_dict, unknown = to_edu(read_state_dict(weights))
     if unknown:
@@ -331,7 +332,8 @@ def read_source(source) -> tuple[dict[str, Tensor], dict | None, dict]:
                          f"(first: {unknown[:SHOWN]})")
     id2label = (hf_config or {}).get("id2label")
     names = [id2label.get(str(k), f"class_{k}") for k in range(len(id2label))] if id2label else None
-    return state_dict, hf_config, {"names": names, "palette": None, "scale": None, "dataset": None}
+    return state_dict, hf_config, {"names": names, "palette": None, "scale": None,
+                                   "train_scale": None, "dataset": None}
 
 
 def source_config(source, config_name: str | None = None) -> SegFormerConfig:

@@ -84,6 +84,9 @@ urlopen = urllib.request.urlopen  # one name for tests to replace: the tests nev
 
 # ----------------------------------------------------------------------- reading and checking files
 
+# what PIL raises for a file it cannot read: a bad file gives any of the first three; a header
+# claiming billions of pixels, the last
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 # EXIF tag 0x0112: values 5-8 turn the stored image a quarter, so its width and height swap
 EXIF_ORIENTATION = 0x0112
 QUARTER_TURNS = (5, 6, 7, 8)
@@ -121,7 +124,7 @@ def read_image(path: str | Path) -> Image.Image:
         with Image.open(path) as image:
             # converting decodes every byte, so a truncated file fails here, not later
             return as_rgb(image)
-    except (OSError, SyntaxError, ValueError) as error:  # PIL reports bad files as any of these
+    except UNREADABLE as error:
         raise ValueError(f"corrupt or unreadable image {path}: {error}") from error
 
 
@@ -158,7 +161,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as image:
             turned = image.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS
             return (image.width, image.height) if turned else (image.height, image.width)
-    except (OSError, SyntaxError, ValueError) as error:
+    except UNREADABLE as error:
         raise ValueError(f"corrupt or unreadable image {path}: {error}") from error
 
 
@@ -230,8 +233,8 @@ class SegmentationFolder(Dataset):
         labels = _files_by_stem(self.label_dir, (".png",))
         if not images or not labels:
             raise FileNotFoundError(f"no image/label pairs: {len(images)} images "
-                                    f"({', '.join(IMAGE_SUFFIXES)}) in {self.image_dir}, {len(labels)} labels (.png) in "
-                                    f"{self.label_dir}")
+                                    f"({', '.join(IMAGE_SUFFIXES)}) in {self.image_dir}, "
+                                    f"{len(labels)} labels (.png) in {self.label_dir}")
         without_label = sorted(images.keys() - labels.keys())
         without_image = sorted(labels.keys() - images.keys())
         if without_label or without_image:

@@ -270,6 +270,15 @@ class EvalTransform:
         return normalize(image), torch.from_numpy(label.astype(np.int64))
 
 
+def eval_input_size(height: int, width: int, scale=None, size_divisor: int = 32) -> tuple[int, int]:
+    """The (height, width) that ``EvalTransform(scale)`` gives an image of (height, width), without
+    resizing it: what the model will see."""
+    if not scale:
+        return height, width
+    width, height = rescale_size(width, height, scale)
+    return -(-height // size_divisor) * size_divisor, -(-width // size_divisor) * size_divisor
+
+
 def preprocess(image, scale: tuple[int, int] | None = None, config=None) -> torch.Tensor:
     """An RGB image (a PIL image, or an array (H, W, 3) uint8) -> the model's input (1, 3, h, w)
     float32, as ``predict`` and ``train.evaluate`` feed it: resized to ``scale`` (long, short side;

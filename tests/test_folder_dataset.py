@@ -509,3 +509,81 @@ def test_a_failed_predict_leaves_no_empty_folders(tmp_path, hf_model, capsys):
     assert predict.main(["--model", str(tmp_path / "no_model"), "--images", str(photos), "--out",
                          str(tmp_path / "kept")]) == 1
     assert (tmp_path / "kept").is_dir()  # a folder that was there stays
+
+
+# ----------------------------------------------------------------------------- predict within memory
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 28, 4 * 40 * 30])  # all classes at once; one class at a time
+def test_the_mask_is_the_argmax_of_the_upsampled_logits_a_few_classes_at_a_time(monkeypatch, chunk_bytes):
+    logits = torch.randn(1, 7, 10, 8)
+    logits[:, 3] = logits[:, 5]  # a tie everywhere between classes 3 and 5: the lower wins, as in argmax
+    monkeypatch.setattr(predict, "SCORE_CHUNK_BYTES", chunk_bytes)
+    expected = torch.nn.functional.interpolate(logits, size=(40, 30), mode="bilinear").argmax(1)[0]
+    assert torch.equal(predict.upsampled_argmax(logits, (40, 30)), expected)
+
+
+def seen_sizes(monkeypatch) -> list:
+    """The (height, width) of every input the model runs on, as predict calls it."""
+    sizes, forward = [], SegFormer.forward
+
+    def recording(self, images):
+        sizes.append(tuple(images.shape[2:]))
+        return forward(self, images)
+
+    monkeypatch.setattr(SegFormer, "forward", recording)
+    return sizes
+
+
+def test_predict_segments_a_large_photo_at_the_models_own_scale_and_upsamples_the_mask(tmp_path, hf_model,
+                                                                                      monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "large.jpg", size=(1200, 1600)), photo(photos / "small.png", size=(48, 64))
+    sizes = seen_sizes(monkeypatch)
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(tmp_path / "out"),
+                         "--no-progress"]) == 0
+    # no scale recorded in a Hugging Face folder: the paper's 2048x512, then sides up to multiples of 32;
+    # an image within it keeps its own size
+    assert sizes == [(512, 704), (48, 64)]
+    assert Image.open(tmp_path / "out" / "masks" / "large.png").size == (1600, 1200)
+    run = {"model": SegFormer.from_pretrained(hf_model).state_dict(), "classes": NAMES,
+           "config": {"dataset": "folder", "val_scale": [80, 60], "scale": [2048, 512]}}
+    torch.save(run, tmp_path / "best.pt")
+    sizes.clear()
+    assert predict.main(["--model", str(tmp_path / "best.pt"), "--images", str(photos), "--out",
+                         str(tmp_path / "run_out"), "--no-progress"]) == 0
+    assert sizes == [(64, 96), (64, 96)]  # the run's validation scale, 80x60 aligned up, as it validated
+    sizes.clear()
+    assert predict.main(["--model", str(hf_model), "--images", str(photos / "large.jpg"), "--out",
+                         str(tmp_path / "chosen"), "--no-progress", "--scale", "320", "240"]) == 0
+    assert sizes == [(256, 320)]
+
+
+def test_predict_refuses_a_scale_that_needs_more_memory_than_there_is_with_one_that_fits(tmp_path, hf_model,
+                                                                                        monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.png", size=(300, 400))
+    out = tmp_path / "out"
+    done = run_cli("-m", "segformer_edu.predict", "--model", str(hf_model), "--images", str(photos), "--out",
+                   str(out), "--scale", "40000", "30000")
+    assert_one_line_error(done, f"{photos / 'a.png'} (300x400) at --scale 40000 30000 needs about ",
+                          " GB available: pass --scale ")
+    assert not out.exists()
+    monkeypatch.setattr(predict, "available_memory", lambda device: 3 * 10**8)
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out), "--scale",
+                         "4000", "3000", "--no-progress"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "needs about 8.5 GB, more than the 0.3 GB available: pass --scale " in line, line
+    long, short = map(int, line.split("pass --scale ")[1].split(" (")[0].split())
+    config = SegFormer.from_pretrained(hf_model).config
+    from segformer_edu.transforms import eval_input_size
+
+    fits = predict.memory_needed(config, (300, 400), eval_input_size(300, 400, (long, short)))
+    steps = [round(4000 * 0.9 ** k) for k in range(60)]
+    previous = steps[steps.index(long) - 1]  # the scale tried before, 10 % larger: it did not fit
+    bigger = predict.memory_needed(config, (300, 400),
+                                   eval_input_size(300, 400, (previous, round(3000 * previous / 4000))))
+    assert fits <= 3 * 10**8 < bigger and long / short == pytest.approx(4 / 3, rel=0.01)
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out), "--scale",
+                         str(long), str(short), "--no-progress"]) == 0
