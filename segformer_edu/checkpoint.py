@@ -406,6 +406,11 @@ def save_pretrained(model: nn.Module, folder: str | Path, layout: str = "hf",
 
     class_names = class_names or getattr(model, "class_names", None)
     folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():  # mkdir would only say "File exists"
+        raise FileExistsError(f"cannot save to {folder}: {blocker} is a file, and save_pretrained "
+                              "writes a folder (config.json and model.safetensors); pass a folder "
+                              "path")
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}

@@ -351,3 +351,14 @@ def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path):
             assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
             assert done.stderr.startswith(f"error: {tmp_path / name} {expected[name]}"), done.stderr
             assert len(done.stderr.splitlines()) == 1 and "weights_only" not in done.stderr
+
+
+def test_save_pretrained_onto_a_file_is_one_clear_line(tmp_path):
+    (tmp_path / "model").write_text("my notes")
+    model = SegFormer.from_config("b0", num_classes=3)
+    for target in (tmp_path / "model", tmp_path / "model" / "inside"):
+        with pytest.raises(FileExistsError, match=rf"^cannot save to {target}: {tmp_path / 'model'} is a file, and "
+                                                  r"save_pretrained writes a folder \(config.json and "
+                                                  r"model.safetensors\); pass a folder path$"):
+            model.save_pretrained(target)
+    assert (tmp_path / "model").read_text() == "my notes"
