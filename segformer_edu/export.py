@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import errors
-from .encoder import check_image_shape
+from .encoder import check_image_shape, check_normalised
 
 # the example the trace runs on: any size >= min_side whose reduced maps are all > 1 px
 TRACE_SIZE = (64, 64)
@@ -241,6 +241,7 @@ class OnnxRuntimeModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, K, H/4, W/4)
         # PyTorch's message, not onnxruntime's from inside a conv
         check_image_shape(images, 3, self.min_side)
+        check_normalised(images)
         (logits,) = self.session.run(None, {"images": images.detach().cpu().float().numpy()})
         return torch.from_numpy(logits)
 

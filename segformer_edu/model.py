@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .config import SegFormerConfig
 from .decoder import AllMLPDecoder
-from .encoder import MixTransformer, check_images
+from .encoder import MixTransformer, check_images, check_normalised
 
 
 def init_weights(module: nn.Module) -> None:
@@ -97,6 +97,7 @@ class SegFormer(nn.Module):
 
         # before any resizing, so that the message names the caller's shape
         check_images(images, self.config)
+        check_normalised(images)
         was_training = self.training
         self.eval()
         try:
