@@ -48,12 +48,15 @@ def check_image_shape(images: Tensor, in_channels: int, min_side: int) -> None:
 def check_dtype(images: Tensor, weights: Tensor) -> None:
     """Images of the weights' dtype, or under autocast (which casts both, float64 aside): else one
     message, not the convolution's "Input type and bias type should be the same"."""
+    if images.dtype == weights.dtype:
+        return
     try:
         autocast = torch.is_autocast_enabled(images.device.type)
     except TypeError:  # torch < 2.4 asks per device kind
         autocast = torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
-    cast = autocast and images.dtype != torch.float64
-    if images.dtype != weights.dtype and not cast:
+    except RuntimeError:  # a device kind autocast does not know: meta
+        autocast = False
+    if not (autocast and images.dtype != torch.float64):
         raise ValueError(f"images are {images.dtype} but the model's weights are {weights.dtype}: "
                          f"pass images.to({weights.dtype}), convert the model with "
                          "model.to(images.dtype), or run under torch.autocast")
