@@ -113,18 +113,19 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 def _torch_load(path: Path):
     kind = other_kind_of_file(path)
     if kind:
-        raise ValueError(f"{path} is {kind}, not a model checkpoint")
+        what, advice = kind
+        raise ValueError(f"{path} is {what}, not a model checkpoint: {advice}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a pickle error says little; name the file
         raise ValueError(f"cannot read checkpoint {path}: {unreadable_why(error)}") from error
 
 
-def other_kind_of_file(path: Path) -> str | None:
-    """What ``path`` is if it is a file people mistake for a checkpoint (an exported model, an
-    image), with what to do with it; None otherwise."""
+def other_kind_of_file(path: Path) -> tuple[str, str] | None:
+    """(what ``path`` is, what to do with it) if it is a file people mistake for a checkpoint (an
+    exported model, an image); None otherwise."""
     if path.suffix.lower() in (".onnx", ".ort"):
-        return ("an ONNX file: run it with segformer_edu.export.OnnxRuntimeModel(path), or pass "
+        return ("an ONNX file", "run it with segformer_edu.export.OnnxRuntimeModel(path), or pass "
                 "the checkpoint it was exported from")
     from PIL import Image
 
@@ -133,8 +134,8 @@ def other_kind_of_file(path: Path) -> str | None:
             found = image.format
     except Exception:  # not an image: PIL's errors for other files vary
         return None
-    return (f"an image ({found}): pass a training run's folder, a .pt/.pth/.safetensors file, a "
-            "Hugging Face folder or a hub id as the model")
+    return (f"an image ({found})", "pass a training run's folder, a .pt/.pth/.safetensors file, "
+            "a Hugging Face folder or a hub id as the model")
 
 
 def unreadable_why(error: Exception) -> str:

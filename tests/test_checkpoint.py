@@ -333,8 +333,9 @@ def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"\x08\x0a\x12\x07pytorch")  # an ONNX header
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "photo.jpg")
     torch.save(torch.nn.Linear(2, 2), tmp_path / "whole_module.pt")  # a pickled module, not weights
-    expected = {"model.onnx": "is an ONNX file: run it with segformer_edu.export.OnnxRuntimeModel(path)",
-                "photo.jpg": "is an image (JPEG): pass a training run's folder",
+    expected = {"model.onnx": "is an ONNX file, not a model checkpoint: run it with "
+                              "segformer_edu.export.OnnxRuntimeModel(path)",
+                "photo.jpg": "is an image (JPEG), not a model checkpoint: pass a training run's folder",
                 "whole_module.pt": "holds pickled Python objects (torch.nn.modules.linear.Linear), which are "
                                    "not loaded since unpickling can run any code"}
     for name, message in expected.items():
