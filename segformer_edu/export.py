@@ -55,9 +55,9 @@ def check_opset(opset: int | None) -> None:
         return  # to_onnx says what to install
     newest = onnx.defs.onnx_opset_version()
     if not FIRST_OPSET <= opset <= newest:
-        raise ValueError(f"--opset {opset}: SegFormer exports to opsets {FIRST_OPSET} to {newest} "
-                         f"(its LayerNormalization exists from opset {FIRST_OPSET} on; this onnx "
-                         f"{onnx.__version__} knows up to {newest}); leave --opset out for the "
+        raise ValueError(f"--opset {opset}: pass {FIRST_OPSET} to {newest} (SegFormer's "
+                         f"LayerNormalization exists from opset {FIRST_OPSET} on; this onnx "
+                         f"{onnx.__version__} knows up to {newest}), or leave --opset out for the "
                          "exporter's 18")
 
 
