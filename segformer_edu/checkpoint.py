@@ -111,10 +111,45 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _torch_load(path: Path):
+    kind = other_kind_of_file(path)
+    if kind:
+        what, advice = kind
+        raise ValueError(f"{path} is {what}, not a model checkpoint: {advice}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a pickle error says little; name the file
-        raise ValueError(f"cannot read checkpoint {path}: {cli.one_line(error)}") from error
+        raise ValueError(f"cannot read checkpoint {path}: {unreadable_why(error)}") from error
+
+
+def other_kind_of_file(path: Path) -> tuple[str, str] | None:
+    """(what ``path`` is, what to do with it) if it is a file people mistake for a checkpoint (an
+    exported model, an image); None otherwise."""
+    if path.suffix.lower() in (".onnx", ".ort"):
+        return ("an ONNX file", "run it with segformer_edu.export.OnnxRuntimeModel(path), or pass "
+                "the checkpoint it was exported from")
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:  # reads the header only
+            found = image.format
+    except Exception:  # not an image: PIL's errors for other files vary
+        return None
+    return (f"an image ({found})", "pass a training run's folder, a .pt/.pth/.safetensors file, "
+            "a Hugging Face folder or a hub id as the model")
+
+
+def unreadable_why(error: Exception) -> str:
+    """torch.load's error in one true line. Its advice to re-run with ``weights_only=False`` is
+    left out: that runs whatever code the file holds."""
+    message = cli.one_line(error)
+    if not message.startswith("Weights only load failed"):
+        return message
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if found:
+        return (f"it holds pickled Python objects ({found.group(1)}), which are not loaded since "
+                "unpickling can run any code; save the weights alone, with "
+                "torch.save(model.state_dict(), path) or model.save_pretrained(folder)")
+    return "not a PyTorch checkpoint (torch.load cannot unpickle it)"
 
 
 # -------------------------------------------------------------------- where a checkpoint comes from
@@ -281,15 +316,16 @@ def read_source(source) -> tuple[dict[str, Tensor], dict | None, dict]:
     """What a checkpoint holds, in our layout: (state dict, config.json or None, {"names",
     "palette", "scale"}).
 
-    A training checkpoint (a run's folder or ``.pt``) gives its validated weights, classes, palette
-    and validation scale; a Hugging Face folder its ``id2label``; other files nothing beyond the
-    weights."""
+    A training checkpoint (a run's folder or ``.pt``) gives its validated weights, classes, palette,
+    validation scale and training scale (``train_scale``); a Hugging Face folder its ``id2label``;
+    other files nothing beyond the weights."""
     weights, hf_config = resolve(source)
     state = training_state(weights)
     if state is not None:
         config = state["config"]
         info = {"names": state.get("classes"), "palette": state.get("palette"),
-                "scale": config.get("val_scale"), "dataset": config.get("dataset")}
+                "scale": config.get("val_scale"), "train_scale": config.get("scale"),
+                "dataset": config.get("dataset")}
         return dict(evaluated_weights(state)), None, info
     state_dict, unknown = to_edu(read_state_dict(weights))
     if unknown:
@@ -297,7 +333,8 @@ def read_source(source) -> tuple[dict[str, Tensor], dict | None, dict]:
                          f"(first: {unknown[:SHOWN]})")
     id2label = (hf_config or {}).get("id2label")
     names = [id2label.get(str(k), f"class_{k}") for k in range(len(id2label))] if id2label else None
-    return state_dict, hf_config, {"names": names, "palette": None, "scale": None, "dataset": None}
+    return state_dict, hf_config, {"names": names, "palette": None, "scale": None,
+                                   "train_scale": None, "dataset": None}
 
 
 def source_config(source, config_name: str | None = None) -> SegFormerConfig:
@@ -370,6 +407,11 @@ def save_pretrained(model: nn.Module, folder: str | Path, layout: str = "hf",
 
     class_names = class_names or getattr(model, "class_names", None)
     folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():  # mkdir would only say "File exists"
+        raise FileExistsError(f"cannot save to {folder}: {blocker} is a file, and save_pretrained "
+                              "writes a folder (config.json and model.safetensors); pass a folder "
+                              "path")
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .encoder import check_image_shape
+from .encoder import check_image_shape, check_normalised
 from .inference import Segmenter
 
 NAME = "deeplabv3plus-mobilenetv2"
@@ -270,6 +270,7 @@ class DeepLabV3Plus(Segmenter):
 
     def check_input(self, images: Tensor) -> None:
         check_images(images, self.config)
+        check_normalised(images)
 
     def save_pretrained(self, folder: str | Path, class_names: list[str] | None = None,
                         dtype: torch.dtype | None = None) -> Path:

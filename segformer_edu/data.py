@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -34,7 +34,8 @@ from .transforms import EvalTransform
 
 # left out of the loss and the metric; the label padding; CamVid's void and ADE20K's "other"
 IGNORE_INDEX = 255
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")  # masks in these hold values their classes never had
 
 # the 11-class CamVid of SegNet; label 11 (Unlabelled, void) becomes IGNORE_INDEX
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
@@ -83,23 +84,56 @@ urlopen = urllib.request.urlopen  # one name for tests to replace: the tests nev
 
 # ----------------------------------------------------------------------- reading and checking files
 
+# what PIL raises for a file it cannot read: a bad file gives any of the first three; a header
+# claiming billions of pixels, the last
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# EXIF tag 0x0112: values 5-8 turn the stored image a quarter, so its width and height swap
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def displayed(image: Image.Image) -> Image.Image:
+    """``image`` as a viewer shows it: turned and mirrored by its EXIF orientation (a phone stores
+    a portrait photo sideways and says so in that tag)."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """A PIL image of any mode -> 8-bit RGB as displayed: EXIF orientation applied, 16-bit and
+    32-bit grayscale scaled from their real range (PIL's own ``convert`` clips them at 255, so a
+    16-bit frame turns almost white), float images read as 0..1 (or 0..255 if they exceed 1).
+    Every image the package reads, from a file or from the caller, goes through here."""
+    image = displayed(image)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, np.float64)  # (H, W)
+        if image.mode == "F":
+            top = 1.0 if values.max(initial=0) <= 1 else 255.0
+        else:  # "I" is how some readers give a 16-bit file; wider values keep their own range
+            top = 65535.0 if values.max(initial=0) <= 65535 else float(values.max())
+        gray = np.clip(values / top * 255, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    return image.convert("RGB")
+
+
 def read_image(path: str | Path) -> Image.Image:
-    """The RGB image at ``path``, fully decoded; a corrupt, truncated or unreadable file raises
-    naming the path."""
+    """The RGB image at ``path`` as displayed (``as_rgb``), fully decoded; a corrupt, truncated or
+    unreadable file raises naming the path."""
     try:
         with Image.open(path) as image:
-            # convert decodes every byte, so a truncated file fails here, not later
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as error:  # PIL reports bad files as any of these
+            # converting decodes every byte, so a truncated file fails here, not later
+            return as_rgb(image)
+    except UNREADABLE as error:
         raise ValueError(f"corrupt or unreadable image {path}: {error}") from error
 
 
 def read_label(path: str | Path) -> np.ndarray:
     """The class-index map (H, W) in the single-channel PNG at ``path`` ("L" or palette "P"
-    mode)."""
+    mode), turned by its EXIF orientation if it has one."""
     try:
         with Image.open(path) as image:
-            label = np.array(image)  # a "P" image gives its indices, not its colours
+            label = np.array(displayed(image))  # a "P" image gives its indices, not its colours
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"corrupt or unreadable label {path}: {error}") from error
     if label.ndim != 2:
@@ -121,11 +155,13 @@ def check_label(label: np.ndarray, num_classes: int, path: str | Path) -> np.nda
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of the image at ``path``, from its header: nothing is decoded."""
+    """(height, width) of the image at ``path`` as displayed (its EXIF orientation), from its
+    header: nothing is decoded."""
     try:
         with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, SyntaxError, ValueError) as error:
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS
+            return (image.width, image.height) if turned else (image.height, image.width)
+    except UNREADABLE as error:
         raise ValueError(f"corrupt or unreadable image {path}: {error}") from error
 
 
@@ -177,8 +213,8 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 
 class SegmentationFolder(Dataset):
-    """Images in ``image_dir`` (.jpg/.jpeg/.png) paired with labels in ``label_dir`` (.png) by file
-    stem, sorted.
+    """Images in ``image_dir`` (IMAGE_SUFFIXES: .jpg, .png, .webp, .bmp, .tif...) paired with
+    labels in ``label_dir`` (.png) by file stem, sorted.
 
     ``label_map`` turns a raw label array into class indices (CamVid's void -> 255, ADE20K's
     reduce_zero_label) before it is checked; ``transform(image, label)`` (default:
@@ -196,9 +232,9 @@ class SegmentationFolder(Dataset):
         images = _files_by_stem(self.image_dir, IMAGE_SUFFIXES)
         labels = _files_by_stem(self.label_dir, (".png",))
         if not images or not labels:
-            raise FileNotFoundError(f"no image/label pairs: {len(images)} images (.jpg, .jpeg, "
-                                    f".png) in {self.image_dir}, {len(labels)} labels (.png) in "
-                                    f"{self.label_dir}")
+            raise FileNotFoundError(f"no image/label pairs: {len(images)} images "
+                                    f"({', '.join(IMAGE_SUFFIXES)}) in {self.image_dir}, "
+                                    f"{len(labels)} labels (.png) in {self.label_dir}")
         without_label = sorted(images.keys() - labels.keys())
         without_image = sorted(labels.keys() - images.keys())
         if without_label or without_image:
@@ -398,6 +434,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     (H, W, 3) uint8 for an RGB(A) one (its colours; alpha dropped)."""
     try:
         with Image.open(path) as image:
+            image = displayed(image)
             return np.array(image.convert("RGB") if image.mode in ("RGB", "RGBA") else image)
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"corrupt or unreadable mask {path}: {error}") from error
@@ -509,23 +546,56 @@ def folder_classes(root: str | Path, num_classes: int | None = None, class_names
     if not 1 <= len(names) <= IGNORE_INDEX:
         raise ValueError(f"{len(names)} classes: between 1 and {IGNORE_INDEX} are supported "
                          "(labels are uint8)")
+    _check_distinct(names, "--class-names" if class_names else f"{path}'s \"names\"", "name")
     palette = spec.get("palette")
-    if palette is not None and class_names and len(palette) != len(names):
+    if palette is not None and class_names and isinstance(palette, list) and \
+            len(palette) != len(names):
         # the command line's names replace the file's; its colours cannot be matched to them
         warnings.warn(f"{path}'s palette ({len(palette)} colours) is not used: --class-names gives "
                       f"{len(names)} classes; colour masks need one colour per class in "
                       "classes.json")
         palette = None
-    if palette is not None and (len(palette) != len(names) or any(len(c) != 3 for c in palette)):
-        raise ValueError(f"{path}'s palette has {len(palette)} entries for {len(names)} classes: "
-                         f"one [r, g, b] per class, in the order of the names")
+    if palette is not None:
+        check_colours(palette, f"{path}'s palette")
+        if len(palette) != len(names):
+            raise ValueError(f"{path}'s palette has {len(palette)} entries for {len(names)} "
+                             "classes: one [r, g, b] per class, in the order of the names")
     ignore_colours = spec.get("ignore_colours", [])
-    if any(len(c) != 3 for c in ignore_colours):
-        raise ValueError(f"{path}'s ignore_colours must be a list of [r, g, b]")
+    check_colours(ignore_colours, f"{path}'s ignore_colours", distinct=False)
+    both = [c for c in map(tuple, ignore_colours) if palette and c in map(tuple, palette)]
+    if both:
+        raise ValueError(f"{path}: colour {list(both[0])} is both a class's in \"palette\" and in "
+                         "\"ignore_colours\"; keep it in one of them")
     return {"names": names, "palette": [tuple(c) for c in palette] if palette else None,
             "ignore_colours": [tuple(c) for c in ignore_colours],
             "draw_palette": ([tuple(c) for c in palette] if palette
                              else list(ade20k_palette(len(names))))}
+
+
+def _check_distinct(items: list, where: str, what: str) -> None:
+    """One line naming the first item of ``items`` listed twice in ``where``."""
+    seen = set()
+    for item in items:
+        if item in seen:
+            shown = list(item) if isinstance(item, tuple) else repr(item)
+            raise ValueError(f"{where} lists {shown} twice: give each class its own {what}")
+        seen.add(item)
+
+
+def check_colours(colours, where: str, distinct: bool = True) -> None:
+    """One line naming the first colour of ``where`` that is not three whole numbers 0..255, or
+    (``distinct``) that is listed twice: checked before training, not by a crash when the colours
+    are drawn."""
+    if not isinstance(colours, list):
+        raise ValueError(f"{where} is a {type(colours).__name__}: write a list of [r, g, b]")
+    for index, colour in enumerate(colours):
+        values = colour if isinstance(colour, list) else [colour]
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        if len(values) != 3 or not whole or not all(0 <= v <= 255 for v in values):
+            raise ValueError(f"{where}: entry {index} is {json.dumps(colour)}; each colour is "
+                             "[r, g, b], three whole numbers 0..255")
+    if distinct:
+        _check_distinct([tuple(c) for c in colours], where, "colour")
 
 
 class FolderDataset(SegmentationFolder):
@@ -560,6 +630,12 @@ def _check_pairs(image_dir: Path, mask_dir: Path) -> None:
     counts = (f"({len(without_mask)} images without a mask, {len(without_image)} masks without an "
               "image)")
     if without_mask:
+        lossy = sorted(p.name for p in mask_dir.iterdir() if p.suffix.lower() in LOSSY_SUFFIXES)
+        if lossy:
+            raise ValueError(f"{mask_dir} holds {len(lossy)} masks saved as JPEG (first: "
+                             f"{lossy[0]}), which are not used: lossy compression changes the "
+                             "class values and colours along every edge; save the masks as PNG "
+                             f"{counts}")
         raise ValueError(f"image {images[without_mask[0]]} has no mask {without_mask[0]}.png in "
                          f"{mask_dir} {counts}")
     if without_image:

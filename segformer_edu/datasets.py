@@ -17,6 +17,7 @@ from . import data
 from .data import IGNORE_INDEX, SegmentationFolder
 from .palette import CAMVID_PALETTE, ade20k_palette
 from .system import free_memory
+from .transforms import eval_input_size
 
 if TYPE_CHECKING:  # for the annotations only: train imports this module
     from .train import TrainConfig
@@ -110,17 +111,6 @@ def preload_if_it_fits(splits: list, progress: bool = False) -> bool:
     return True
 
 
-def eval_size(height: int, width: int, scale: tuple[int, int] | None) -> tuple[int, int]:
-    """The (height, width) EvalTransform gives an image: resized to ``scale`` (long, short) if
-    given, its sides then rounded up to multiples of 32 (the official AlignedResize)."""
-    from .transforms import rescale_size
-
-    if not scale:
-        return height, width
-    width, height = rescale_size(width, height, scale)
-    return -(-height // 32) * 32, -(-width // 32) * 32
-
-
 def check_image_sizes(split: str, dataset, scale, min_side: int) -> None:
     """Every image of ``split`` at least ``min_side`` on each side as the model will see it, or one
     line naming the first that is not (found now, not at the first validation)."""
@@ -128,7 +118,7 @@ def check_image_sizes(split: str, dataset, scale, min_side: int) -> None:
     folder = dataset.dataset if subset else dataset
     sizes = folder.image_sizes()
     for index in dataset.indices if subset else range(len(sizes)):
-        height, width = eval_size(*sizes[index], scale)
+        height, width = eval_input_size(*sizes[index], scale)
         if min(height, width) < min_side:
             resized = " after --val-scale" if scale else ""
             raise ValueError(f"{split} image {folder.image_paths[index]} is "

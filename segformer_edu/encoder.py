@@ -45,6 +45,37 @@ def check_image_shape(images: Tensor, in_channels: int, min_side: int) -> None:
                          "images.float() / 255 and normalise with the ImageNet mean and std")
 
 
+def check_dtype(images: Tensor, weights: Tensor) -> None:
+    """Images of the weights' dtype, or under autocast (which casts both, float64 aside): else one
+    message, not the convolution's "Input type and bias type should be the same"."""
+    if images.dtype == weights.dtype:
+        return
+    try:
+        autocast = torch.is_autocast_enabled(images.device.type)
+    except TypeError:  # torch < 2.4 asks per device kind
+        autocast = torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+    except RuntimeError:  # a device kind autocast does not know: meta
+        autocast = False
+    if not (autocast and images.dtype != torch.float64):
+        raise ValueError(f"images are {images.dtype} but the model's weights are {weights.dtype}: "
+                         f"pass images.to({weights.dtype}), convert the model with "
+                         "model.to(images.dtype), or run under torch.autocast")
+
+
+# the ImageNet-normalised range: (0 - 0.485) / 0.229 to (1 - 0.406) / 0.225, about -2.1 to 2.6
+NORMALISED_MAX = 10.0  # far above it: pixel values 0..255 that were never normalised
+
+
+def check_normalised(images: Tensor) -> None:
+    """Refuse images that hold raw pixel values (0..255): the model would segment them silently
+    wrong. (Values 0..1 that skipped the mean and std cannot be told apart from normalised ones.)"""
+    largest = float(images.detach().abs().amax()) if images.numel() else 0.0
+    if largest > NORMALISED_MAX:
+        raise ValueError(f"images hold values up to {largest:.0f}: the model expects "
+                         "ImageNet-normalised images (RGB / 255, minus the mean, divided by the "
+                         "std: about -2.1 to 2.6); prepare them with segformer_edu.preprocess")
+
+
 class DropPath(nn.Module):
     """Stochastic depth: in training, drop a sample's whole residual branch
     with probability ``p``."""
@@ -122,6 +153,7 @@ class MixTransformer(nn.Module):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         check_images(images, self.config)
+        check_dtype(images, self.stages[0].patch_embed.proj.weight)
         features, x = [], images
         for stage in self.stages:
             x = stage(x)

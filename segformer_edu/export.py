@@ -35,10 +35,30 @@ import torch
 from torch import nn
 
 from . import cli
-from .encoder import check_image_shape
+from .encoder import check_image_shape, check_normalised
 
 # the example the trace runs on: any size >= min_side whose reduced maps are all > 1 px
 TRACE_SIZE = (64, 64)
+# LayerNormalization, in every block, is an ONNX op from opset 17 on; the exporter writes 18 and
+# converts to another opset on request
+FIRST_OPSET = 17
+
+
+def check_opset(opset: int | None) -> None:
+    """Refuse, before any work, an opset that the file could not be written in (the exporter would
+    write its own 18 instead, after a converter's traceback)."""
+    if opset is None:
+        return
+    try:
+        import onnx
+    except ImportError:
+        return  # to_onnx says what to install
+    newest = onnx.defs.onnx_opset_version()
+    if not FIRST_OPSET <= opset <= newest:
+        raise ValueError(f"--opset {opset}: pass {FIRST_OPSET} to {newest} (SegFormer's "
+                         f"LayerNormalization exists from opset {FIRST_OPSET} on; this onnx "
+                         f"{onnx.__version__} knows up to {newest}), or leave --opset out for the "
+                         "exporter's 18")
 
 
 def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = True,
@@ -58,6 +78,7 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     except ImportError as error:
         raise ImportError("export needs onnx and onnxscript: pip install onnx onnxscript"
                           ) from error
+    check_opset(opset)
     path = Path(path)
     config = model.config
     # batch 2, not 1: torch.export specialises a dimension that is 1 in the example to a constant 1
@@ -78,6 +99,9 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
             # deprecation), not the model; the logger's level is restored below
             warnings.simplefilter("ignore", FutureWarning)
             registration.setLevel(logging.ERROR)
+            # a conversion to the opset asked for is checked below, and a failure said in one line
+            for logger in CONVERSION_LOGGERS:
+                logger.addFilter(only_critical)
             program = torch.onnx.export(model, (example,), dynamo=True,
                                         dynamic_shapes=dynamic_shapes, opset_version=opset,
                                         verbose=False, input_names=["images"],
@@ -91,14 +115,33 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     finally:
         model.train(was_training)
         registration.setLevel(level)
+        for logger in CONVERSION_LOGGERS:
+            logger.removeFilter(only_critical)
     # one file: B5 is 0.3 GB, well under protobuf's 2 GB limit
     program.save(str(path), external_data=False)
     exported = onnx.load(str(path))
+    written = next(o.version for o in exported.opset_import if o.domain in ("", "ai.onnx"))
+    if opset is not None and written != opset:
+        raise RuntimeError(f"the exporter could not convert SegFormer to opset {opset} (it wrote "
+                           f"{written}); pass another --opset, or leave it out for 18")
     onnx.helper.set_model_props(exported, model_metadata(config, class_names))
     onnx.save(exported, str(path))
-    # full_check also runs ONNX's shape inference
-    onnx.checker.check_model(str(path), full_check=True)
+    try:  # full_check also runs ONNX's shape inference
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise RuntimeError(f"the exported file is not valid ONNX at opset {written} "
+                           f"({cli.one_line(error)}); pass another --opset, or leave it out for "
+                           "18") from error
     return path
+
+
+# where the exporter and onnxscript announce a conversion to another opset, and its failure
+CONVERSION_LOGGERS = [logging.getLogger(name) for name in ("torch.onnx._internal.exporter._compat",
+                                                           "onnxscript.version_converter")]
+
+
+def only_critical(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.CRITICAL
 
 
 def model_metadata(config, class_names=None) -> dict[str, str]:
@@ -201,6 +244,7 @@ class OnnxRuntimeModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, K, H/4, W/4)
         # PyTorch's message, not onnxruntime's from inside a conv
         check_image_shape(images, 3, self.min_side)
+        check_normalised(images)
         (logits,) = self.session.run(None, {"images": images.detach().cpu().float().numpy()})
         return torch.from_numpy(logits)
 
@@ -291,6 +335,7 @@ def main(argv=None) -> int:
     # renamed to --out when complete: a stopped export leaves none
     partial = out.with_name(f".{out.name}.tmp")
     try:
+        check_opset(args.opset)
         check_writable(out, args.overwrite)  # the cheap check before loading a model
         model, info = load_model(args.model, torch.device("cpu"))
         calibration = None
@@ -311,8 +356,9 @@ def main(argv=None) -> int:
         return cli.report(error)
     finally:
         for leftover in (fp32, partial):
-            if leftover.parent.is_dir():  # an --out under a file was refused before any writing
-                leftover.unlink(missing_ok=True)
+            # only what this export wrote: on a read-only disk even unlinking a missing file fails
+            if leftover.is_file():
+                leftover.unlink()
     kind = ""
     if calibration:
         kind = f", static int8, calibrated on {len(calibration)} images"

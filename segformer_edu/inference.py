@@ -85,6 +85,10 @@ def segment_scores(model: nn.Module, images: Tensor, mode: str = "whole",
     return total / len(views)
 
 
+# full-size scores of a few classes at a time: at most this many bytes
+SCORE_CHUNK_BYTES = 1 << 28
+
+
 @torch.no_grad()
 def predict_labels(model: nn.Module, images: Tensor, size: tuple[int, int] | None = None,
                    dtype: torch.dtype | None = None, protocol: dict | None = None) -> Tensor:
@@ -95,7 +99,27 @@ def predict_labels(model: nn.Module, images: Tensor, size: tuple[int, int] | Non
     with torch.autocast(images.device.type, dtype=dtype or torch.float32,
                         enabled=dtype is not None):
         scores = model(images) if protocol is None else segment_scores(model, images, **protocol)
-    return resize(scores.float(), tuple(size or images.shape[2:])).argmax(dim=1)
+    return upsampled_argmax(scores, tuple(size or images.shape[2:]))
+
+
+def upsampled_argmax(scores: Tensor, size: tuple[int, int]) -> Tensor:
+    """argmax over K of ``scores`` (B, K, h, w) resized bilinearly to ``size`` (H, W): (B, H, W)
+    long. A few classes at a time, so that a 4000x3000 photo never holds the full-size scores of
+    all its classes at once; the same labels as one resize and argmax (ties go to the lower class
+    in both)."""
+    height, width = size
+    chunk = max(1, SCORE_CHUNK_BYTES // (4 * scores.shape[0] * height * width))
+    best = labels = None
+    for start in range(0, scores.shape[1], chunk):
+        part = resize(scores[:, start:start + chunk].float(), size)  # (B, chunk, H, W)
+        top, where = part.max(1)  # (B, H, W) each
+        if best is None:
+            best, labels = top, where
+        else:
+            better = top > best
+            best = torch.where(better, top, best)
+            labels = torch.where(better, where + start, labels)
+    return labels
 
 
 class Segmenter(nn.Module):

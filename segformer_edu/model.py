@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .config import SegFormerConfig
 from .decoder import AllMLPDecoder
-from .encoder import MixTransformer, check_images
+from .encoder import MixTransformer, check_images, check_normalised
 from .inference import Segmenter
 
 
@@ -84,3 +84,4 @@ class SegFormer(Segmenter):
 
     def check_input(self, images: Tensor) -> None:
         check_images(images, self.config)
+        check_normalised(images)

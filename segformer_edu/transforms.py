@@ -86,7 +86,9 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
 def _as_arrays(image, label) -> tuple[np.ndarray, np.ndarray]:
     """PIL or numpy in; uint8 RGB (H, W, 3) and uint8 label (H, W) out
     (labels hold 0..K-1 and 255)."""
-    rgb = image.convert("RGB") if isinstance(image, Image.Image) else image
+    from .data import as_rgb  # data imports this module
+
+    rgb = as_rgb(image) if isinstance(image, Image.Image) else image
     image = np.array(rgb, dtype=np.uint8)  # a writable copy
     label = np.asarray(label)
     if label.min(initial=0) < 0 or label.max(initial=0) > 255:
@@ -326,16 +328,26 @@ class EvalTransform:
         return normalize(image), torch.from_numpy(label.astype(np.int64))
 
 
+def eval_input_size(height: int, width: int, scale=None, size_divisor: int = 32) -> tuple[int, int]:
+    """The (height, width) that ``EvalTransform(scale)`` gives an image of (height, width), without
+    resizing it: what the model will see."""
+    if not scale:
+        return height, width
+    width, height = rescale_size(width, height, scale)
+    return -(-height // size_divisor) * size_divisor, -(-width // size_divisor) * size_divisor
+
+
 def preprocess(image, scale: tuple[int, int] | None = None, config=None) -> torch.Tensor:
     """An RGB image (a PIL image, or an array (H, W, 3) uint8) -> the model's input (1, 3, h, w)
     float32, as ``predict`` and ``train.evaluate`` feed it: resized to ``scale`` (long, short side;
     sides then rounded up to multiples of 32) if given, ImageNet-normalised. With a model's
     ``config``, an image too small for it is refused with a clear message, not a shape error inside
     the model."""
+    from .data import as_rgb  # data imports this module
     from .encoder import check_images
 
     if isinstance(image, Image.Image):
-        image = image.convert("RGB")
+        image = as_rgb(image)  # as displayed: EXIF orientation, 16-bit by its range
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB image (H, W, 3) uint8, got {image.shape} {image.dtype}")

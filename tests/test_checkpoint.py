@@ -314,3 +314,52 @@ def test_a_mistyped_path_is_not_a_hub_id(tmp_path, monkeypatch):
     for typo in ("runs/mnie", "./runs/mine2", "weights/b0.pth"):
         with pytest.raises(FileNotFoundError, match="no checkpoint at"):
             SegFormer.from_pretrained(typo)
+
+
+def run_cli(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    return subprocess.run([sys.executable, *args], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x0a\x12\x07pytorch")  # an ONNX header
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "photo.jpg")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "whole_module.pt")  # a pickled module, not weights
+    expected = {"model.onnx": "is an ONNX file, not a model checkpoint: run it with "
+                              "segformer_edu.export.OnnxRuntimeModel(path)",
+                "photo.jpg": "is an image (JPEG), not a model checkpoint: pass a training run's folder",
+                "whole_module.pt": "holds pickled Python objects (torch.nn.modules.linear.Linear), which are "
+                                   "not loaded since unpickling can run any code"}
+    for name, message in expected.items():
+        with pytest.raises(ValueError, match=r"^.*" + message.replace("(", r"\(").replace(")", r"\)")) as raised:
+            SegFormer.from_pretrained(tmp_path / name)
+        assert "weights_only" not in str(raised.value)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(photos / "a.png")
+    for command in (["-m", "segformer_edu.predict", "--images", str(photos), "--out", str(tmp_path / "out")],
+                    ["-m", "segformer_edu.export", "--out", str(tmp_path / "m.onnx")]):
+        for name in ("model.onnx", "photo.jpg"):
+            done = run_cli(*command, "--model", str(tmp_path / name))
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert done.stderr.startswith(f"error: {tmp_path / name} {expected[name]}"), done.stderr
+            assert len(done.stderr.splitlines()) == 1 and "weights_only" not in done.stderr
+
+
+def test_save_pretrained_onto_a_file_is_one_clear_line(tmp_path):
+    (tmp_path / "model").write_text("my notes")
+    model = SegFormer.from_config("b0", num_classes=3)
+    for target in (tmp_path / "model", tmp_path / "model" / "inside"):
+        with pytest.raises(FileExistsError, match=rf"^cannot save to {target}: {tmp_path / 'model'} is a file, and "
+                                                  r"save_pretrained writes a folder \(config.json and "
+                                                  r"model.safetensors\); pass a folder path$"):
+            model.save_pretrained(target)
+    assert (tmp_path / "model").read_text() == "my notes"

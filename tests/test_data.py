@@ -96,6 +96,58 @@ def test_image_and_label_sizes_must_match(tiny_dataset):
         data.camvid(tiny_dataset, "val")[0]
 
 
+def sideways_jpeg(path, rgb: np.ndarray, orientation: int = 6):
+    """``rgb`` stored as a phone stores a portrait photo: the pixels turned a quarter, EXIF orientation
+    ``orientation`` saying how to turn them back (6: rotate 90 degrees clockwise to display)."""
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1)))  # what the sensor wrote
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif, quality=95)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_wide_grayscale_is_read_by_its_real_range(tmp_path, mode):
+    gray = np.linspace(0, 1, 48 * 64).reshape(48, 64)  # a ramp from black to white
+    if mode == "F":
+        image = Image.fromarray(gray.astype(np.float32), "F")
+        path = tmp_path / "ramp.tif"
+    else:
+        values = (gray * 65535).round()
+        image = Image.fromarray(values.astype(np.uint16)) if mode == "I;16" else \
+            Image.fromarray(values.astype(np.int32), "I")
+        path = tmp_path / ("ramp.png" if mode == "I;16" else "ramp.tif")
+    image.save(path)
+    expected = (gray * 255).round()
+    for rgb in (np.asarray(data.read_image(path)), np.asarray(data.as_rgb(image))):
+        assert rgb.shape == (48, 64, 3) and np.abs(rgb[..., 0].astype(int) - expected).max() <= 1
+        assert (rgb == 255).mean() < 0.01  # PIL's own convert("RGB") makes 99.9 % white
+
+
+def test_sixteen_bit_and_eight_bit_copies_of_a_frame_train_alike(tiny_dataset):
+    path = tiny_dataset / "val" / "val_000.png"
+    gray8 = np.asarray(Image.open(path).convert("L"))
+    Image.fromarray(gray8).save(path)
+    eight_bit = data.camvid(tiny_dataset, "val").load(0)[0]
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(path)  # the same frame, 16-bit
+    assert Image.open(path).mode.startswith("I")
+    assert np.array_equal(data.camvid(tiny_dataset, "val").load(0)[0], eight_bit)
+
+
+def test_exif_orientation_is_applied_and_masks_are_checked_against_the_displayed_size(tiny_dataset):
+    dataset = data.camvid(tiny_dataset, "val")
+    label = dataset.load_label(1)  # 48x64, the size of val_001.jpg
+    rows, columns = np.mgrid[0:48, 0:64]
+    upright = np.stack([rows * 5, columns * 4, np.full_like(rows, 128)], -1).astype(np.uint8)
+    sideways_jpeg(dataset.image_paths[1], upright)
+    assert Image.open(dataset.image_paths[1]).size == (48, 64)  # stored 64 tall, 48 wide
+    assert data.image_size(dataset.image_paths[1]) == (48, 64)
+    dataset.check_labels()  # the label fits the image as displayed
+    image, again = data.camvid(tiny_dataset, "val").load(1)
+    assert image.shape == upright.shape and np.abs(image.astype(int) - upright).mean() < 4
+    assert np.array_equal(again, label)
+
+
 def write_ade20k(parent, labels):
     root = parent / "ADEChallengeData2016"
     for split in ("training", "validation"):

@@ -102,6 +102,65 @@ def test_cli_refuses_a_folder_as_out_and_a_mistyped_flag(tmp_path, capsys):
     assert "did you mean --int8?" in capsys.readouterr().err
 
 
+def run_cli(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    return subprocess.run([sys.executable, "-m", "segformer_edu.export", *args], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_an_opset_is_honoured_or_refused_in_one_line_before_any_work(exported, tmp_path):
+    model, _, _ = exported
+    save_pretrained(model, tmp_path / "hf")
+    done = run_cli("--model", str(tmp_path / "hf"), "--out", str(tmp_path / "m.onnx"), "--opset", "5")
+    assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.startswith("error: --opset 5: pass 17 to ")
+    assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "m.onnx").exists()
+    with pytest.raises(ValueError, match="--opset 99: pass 17 to"):
+        export.to_onnx(model, tmp_path / "m.onnx", opset=99)
+    path = export.to_onnx(model, tmp_path / "m17.onnx", opset=17)  # converted down from the exporter's 18
+    assert [o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")] == [17]
+    images = torch.randn(1, 3, 64, 96)
+    (logits,) = session(path).run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        assert np.abs(logits - model(images).numpy()).max() < ATOL
+
+
+def test_an_opset_the_converter_cannot_reach_is_one_line_never_wrote(exported, tmp_path):
+    """Opset 26 is within what onnx 1.23 knows; torch 2.13's exporter cannot write SegFormer in it (it kept 18).
+    Whichever it does here: the file has the opset asked for, or one line and no file."""
+    model, _, _ = exported
+    save_pretrained(model, tmp_path / "hf")
+    out = tmp_path / "m.onnx"
+    done = run_cli("--model", str(tmp_path / "hf"), "--out", str(out), "--opset", "26")
+    if done.returncode == 0:
+        assert [o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")] == [26]
+    else:
+        assert done.returncode == 1 and done.stdout == "" and not out.exists(), done.stdout + done.stderr
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: the ") and \
+            "opset 26" in done.stderr, done.stderr
+
+
+def test_cli_export_onto_a_read_only_disk_is_one_line(exported, tmp_path, monkeypatch, capsys):
+    import errno
+    from pathlib import Path
+
+    model, _, _ = exported
+    save_pretrained(model, tmp_path / "hf")
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(export, "open", read_only, raising=False)  # check_writable's trial write
+    monkeypatch.setattr(Path, "unlink", read_only)  # even unlinking a file that is not there fails
+    out = tmp_path / "m.onnx"
+    assert export.main(["--model", str(tmp_path / "hf"), "--out", str(out)]) == 1
+    assert one_line_error(capsys) == f"error: cannot write {out}: Read-only file system"
+
+
 def test_cli_int8(exported, tmp_path, monkeypatch, capsys):
     """The CLI loads a Hugging Face folder, exports, quantizes to --out. The export itself is the fixture's
     (tested above; a second trace would double this file's time): the stand-in checks it gets the same weights."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segformer_edu import SegFormer, data, datasets, predict, train as trainer
+from segformer_edu import SegFormer, data, datasets, inference, predict, train as trainer
 from segformer_edu.checkpoint import save_pretrained
 from segformer_edu.convert import from_edu
 from segformer_edu.train import TrainConfig
@@ -258,7 +258,7 @@ def test_predict_errors_are_one_line(tmp_path, dataset_root, problem):
     model.mkdir()
     expected = f"no model in {model}"
     if problem == "empty folder":
-        images, expected = tmp_path / "empty", f"no images (.jpg, .jpeg, .png) in {tmp_path / 'empty'}"
+        images, expected = tmp_path / "empty", f"no images ({', '.join(data.IMAGE_SUFFIXES)}) in {tmp_path / 'empty'}"
         images.mkdir()
     if problem == "unwritable output":
         (tmp_path / "a_file").write_text("")
@@ -377,3 +377,213 @@ def test_classes_json_with_another_key_says_what_it_holds(tmp_path):
     with pytest.raises(ValueError, match=r"classes\.json holds 'classes' but no \"names\": expected "
                                          r"\{\"names\": \[\.\.\.\]"):
         data.folder(root, "train")
+
+
+def test_predict_reads_images_as_displayed_sixteen_bit_and_phone_photos(tmp_path, hf_model):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    gray8 = np.random.default_rng(0).integers(0, 256, (48, 64), dtype=np.uint8)
+    Image.fromarray(gray8).save(photos / "eight.png")
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(photos / "sixteen.png")
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(np.stack([gray8] * 3, -1))))  # 64 tall
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display turned 90 degrees clockwise: 48 tall, 64 wide
+    stored.save(photos / "phone.jpg", exif=exif)
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(tmp_path / "out"),
+                         "--no-progress"]) == 0
+    masks = {name: np.array(Image.open(tmp_path / "out" / "masks" / f"{name}.png"))
+             for name in ("eight", "sixteen", "phone")}
+    assert np.array_equal(masks["eight"], masks["sixteen"])  # was 20 % of the pixels alike
+    assert masks["phone"].shape == (48, 64)
+    assert Image.open(tmp_path / "out" / "overlays" / "phone.jpg").size == (64, 48)
+    model = SegFormer.from_pretrained(hf_model)
+    sixteen = Image.open(photos / "sixteen.png")
+    assert torch.equal(predict.preprocess(sixteen), predict.preprocess(Image.fromarray(gray8)))
+    assert np.array_equal(predict.segment_image(model, sixteen), masks["eight"])
+
+
+BAD_CLASSES = [
+    ({"names": NAMES, "palette": [[128, 64, 300], *PALETTE[1:]]}, "palette: entry 0 is [128, 64, 300]; each colour "
+                                                                  "is [r, g, b], three whole numbers 0..255"),
+    ({"names": NAMES, "palette": [[128, 64], *PALETTE[1:]]}, "palette: entry 0 is [128, 64]; each colour is [r, g, b]"),
+    ({"names": NAMES, "palette": [[1.5, 2, 3], *PALETTE[1:]]}, "entry 0 is [1.5, 2, 3]"),
+    ({"names": NAMES, "palette": [PALETTE[0], PALETTE[0], *PALETTE[2:]]}, "palette lists [128, 64, 128] twice: give "
+                                                                          "each class its own colour"),
+    ({"names": ["Road", "car", "Road", "sky"]}, "\"names\" lists 'Road' twice: give each class its own name"),
+    ({"names": NAMES, "palette": PALETTE, "ignore_colours": [[0, 0, -1]]}, "ignore_colours: entry 0 is [0, 0, -1]"),
+    ({"names": NAMES, "palette": PALETTE, "ignore_colours": [PALETTE[3]]}, "colour [70, 70, 70] is both a class's"),
+]
+
+
+@pytest.mark.parametrize("classes, message", BAD_CLASSES)
+def test_class_definitions_are_checked_before_the_first_step(tmp_path, classes, message):
+    root = write_dataset(tmp_path / "bad", classes=classes)
+    with pytest.raises(ValueError, match="classes.json") as raised:
+        data.folder(root, "train")
+    assert message in str(raised.value)
+
+
+def test_a_palette_value_of_300_and_twice_named_classes_are_one_line_before_training(tmp_path):
+    root = write_dataset(tmp_path / "bad", classes={"names": NAMES, "palette": [[128, 64, 300], *PALETTE[1:]]})
+    done = run_cli("-m", "segformer_edu.train", "--dataset", "folder", "--data-root", str(root), "--out-dir",
+                   str(tmp_path / "run"), "--max-iters", "2", "--no-progress")
+    assert_one_line_error(done, f"{root / 'classes.json'}'s palette: entry 0 is [128, 64, 300]")
+    done = run_cli("-m", "segformer_edu.train", "--dataset", "folder", "--data-root", str(root), "--out-dir",
+                   str(tmp_path / "run"), "--max-iters", "2", "--no-progress", "--class-names", "a", "b", "a", "c")
+    assert_one_line_error(done, "--class-names lists 'a' twice: give each class its own name")
+    assert not (tmp_path / "run" / "latest.pt").exists()
+
+
+def test_predict_draws_a_stored_palette_it_cannot_draw_with_default_colours(tmp_path, hf_model, capsys):
+    state = {"model": SegFormer.from_pretrained(hf_model).state_dict(), "config": {"dataset": "folder"},
+             "classes": NAMES, "palette": [[128, 64, 300], *PALETTE[1:]]}
+    torch.save(state, tmp_path / "old.pt")  # as a run written before palettes were checked
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.png")
+    assert predict.main(["--model", str(tmp_path / "old.pt"), "--images", str(photos), "--out",
+                         str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "palette: entry 0 is [128, 64, 300]" in capsys.readouterr().err
+
+
+def test_predict_takes_webp_bmp_and_tiff_and_names_the_files_it_leaves_out(tmp_path, hf_model, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for suffix in (".webp", ".bmp", ".tif", ".png"):
+        photo(photos / f"frame{suffix}")
+    (photos / "notes.txt").write_text("not an image")
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(tmp_path / "out"),
+                         "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == [
+        "frame.bmp.png", "frame.png.png", "frame.tif.png", "frame.webp.png"]
+    captured = capsys.readouterr()
+    assert "4 images:" in captured.out
+    assert "note: 1 files in" in captured.err and "are left out: notes.txt" in captured.err
+
+
+def test_masks_saved_as_jpeg_are_named_with_why_they_are_not_used(tmp_path):
+    root = write_dataset(tmp_path / "jpeg")
+    for mask in (root / "train" / "masks").iterdir():
+        Image.open(mask).save(mask.with_suffix(".jpg"))
+        mask.unlink()
+    (root / "train" / "images" / "train_0.png").rename(root / "train" / "images" / "train_0.webp")
+    with pytest.raises(ValueError) as raised:
+        data.folder(root, "train")
+    assert str(raised.value).startswith(f"{root / 'train' / 'masks'} holds 4 masks saved as JPEG (first: "
+                                        "train_0.jpg), which are not used: lossy compression changes")
+    assert "has no mask" not in str(raised.value)
+    for mask in (root / "train" / "masks").iterdir():
+        Image.open(mask).save(mask.with_suffix(".png"))
+        mask.unlink()
+    assert data.folder(root, "train").image_paths[0].name == "train_0.webp"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without a usable GPU")
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "--device cuda: this torch ("), ("cuda:1", "--device cuda:1: this torch ("),
+    ("mps", "--device mps: this torch ("), ("gpu", "--device gpu: not a device")])
+def test_a_device_this_torch_cannot_use_is_one_line_before_anything_is_written(tmp_path, hf_model, device,
+                                                                               message):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.png")
+    out = tmp_path / "new" / "out"
+    done = run_cli("-m", "segformer_edu.predict", "--model", str(hf_model), "--images", str(photos), "--out",
+                   str(out), "--device", device)
+    assert_one_line_error(done, message)
+    assert "pass --device cpu" in done.stderr or device == "gpu"
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_predict_leaves_no_empty_folders(tmp_path, hf_model, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "new" / "out"
+    assert predict.main(["--model", str(tmp_path / "no_model"), "--images", str(photos), "--out", str(out)]) == 1
+    assert not (tmp_path / "new").exists()
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out),
+                         "--no-progress"]) == 1  # every image skipped
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    assert predict.main(["--model", str(tmp_path / "no_model"), "--images", str(photos), "--out",
+                         str(tmp_path / "kept")]) == 1
+    assert (tmp_path / "kept").is_dir()  # a folder that was there stays
+
+
+# ----------------------------------------------------------------------------- predict within memory
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 28, 4 * 40 * 30])  # all classes at once; one class at a time
+def test_the_mask_is_the_argmax_of_the_upsampled_logits_a_few_classes_at_a_time(monkeypatch, chunk_bytes):
+    logits = torch.randn(1, 7, 10, 8)
+    logits[:, 3] = logits[:, 5]  # a tie everywhere between classes 3 and 5: the lower wins, as in argmax
+    monkeypatch.setattr(inference, "SCORE_CHUNK_BYTES", chunk_bytes)
+    expected = torch.nn.functional.interpolate(logits, size=(40, 30), mode="bilinear").argmax(1)
+    assert torch.equal(inference.upsampled_argmax(logits, (40, 30)), expected)
+
+
+def seen_sizes(monkeypatch) -> list:
+    """The (height, width) of every input the model runs on, as predict calls it."""
+    sizes, forward = [], SegFormer.forward
+
+    def recording(self, images):
+        sizes.append(tuple(images.shape[2:]))
+        return forward(self, images)
+
+    monkeypatch.setattr(SegFormer, "forward", recording)
+    return sizes
+
+
+def test_predict_segments_a_large_photo_at_the_models_own_scale_and_upsamples_the_mask(tmp_path, hf_model,
+                                                                                      monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "large.jpg", size=(1200, 1600)), photo(photos / "small.png", size=(48, 64))
+    sizes = seen_sizes(monkeypatch)
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(tmp_path / "out"),
+                         "--no-progress"]) == 0
+    # no scale recorded in a Hugging Face folder: the paper's 2048x512, then sides up to multiples of 32;
+    # an image within it keeps its own size
+    assert sizes == [(512, 704), (48, 64)]
+    assert Image.open(tmp_path / "out" / "masks" / "large.png").size == (1600, 1200)
+    run = {"model": SegFormer.from_pretrained(hf_model).state_dict(), "classes": NAMES,
+           "config": {"dataset": "folder", "val_scale": [80, 60], "scale": [2048, 512]}}
+    torch.save(run, tmp_path / "best.pt")
+    sizes.clear()
+    assert predict.main(["--model", str(tmp_path / "best.pt"), "--images", str(photos), "--out",
+                         str(tmp_path / "run_out"), "--no-progress"]) == 0
+    assert sizes == [(64, 96), (64, 96)]  # the run's validation scale, 80x60 aligned up, as it validated
+    sizes.clear()
+    assert predict.main(["--model", str(hf_model), "--images", str(photos / "large.jpg"), "--out",
+                         str(tmp_path / "chosen"), "--no-progress", "--scale", "320", "240"]) == 0
+    assert sizes == [(256, 320)]
+
+
+def test_predict_refuses_a_scale_that_needs_more_memory_than_there_is_with_one_that_fits(tmp_path, hf_model,
+                                                                                        monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.png", size=(300, 400))
+    out = tmp_path / "out"
+    done = run_cli("-m", "segformer_edu.predict", "--model", str(hf_model), "--images", str(photos), "--out",
+                   str(out), "--scale", "40000", "30000")
+    assert_one_line_error(done, f"{photos / 'a.png'} (300x400) at --scale 40000 30000 needs about ",
+                          " GB available: pass --scale ")
+    assert not out.exists()
+    monkeypatch.setattr(predict, "available_memory", lambda device: 3 * 10**8)
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out), "--scale",
+                         "4000", "3000", "--no-progress"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "needs about 8.5 GB, more than the 0.3 GB available: pass --scale " in line, line
+    long, short = map(int, line.split("pass --scale ")[1].split(" (")[0].split())
+    config = SegFormer.from_pretrained(hf_model).config
+    from segformer_edu.transforms import eval_input_size
+
+    fits = predict.memory_needed(config, (300, 400), eval_input_size(300, 400, (long, short)))
+    steps = [round(4000 * 0.9 ** k) for k in range(60)]
+    previous = steps[steps.index(long) - 1]  # the scale tried before, 10 % larger: it did not fit
+    bigger = predict.memory_needed(config, (300, 400),
+                                   eval_input_size(300, 400, (previous, round(3000 * previous / 4000))))
+    assert fits <= 3 * 10**8 < bigger and long / short == pytest.approx(4 / 3, rel=0.01)
+    assert predict.main(["--model", str(hf_model), "--images", str(photos), "--out", str(out), "--scale",
+                         str(long), str(short), "--no-progress"]) == 0

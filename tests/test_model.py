@@ -232,3 +232,29 @@ def test_min_side_comes_from_the_config_and_is_exact(overrides, smallest):
             model(torch.randn(1, 3, smallest - 1, 64))
         config = model.config  # one less and some stage's reduction really has too few rows
         assert any(s < sr for s, sr in zip(config.stage_sides(smallest - 1), config.sr_ratios))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_images_of_another_dtype_than_the_weights_are_one_clear_message(dtype):
+    model = SegFormer.from_config("b0", num_classes=3).eval()
+    images = torch.randn(1, 3, 64, 64, dtype=dtype)
+    for run in (model, model.predict):
+        with pytest.raises(ValueError, match=rf"images are {dtype} but the model's weights are torch.float32: "
+                                             rf"pass images.to\(torch.float32\)"):
+            run(images)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        if dtype == torch.float64:  # the one dtype autocast leaves as it is
+            with pytest.raises(ValueError, match="images are torch.float64"):
+                model(images)
+        else:
+            assert model(images).shape == (1, 3, 16, 16)  # autocast casts images and weights alike
+    assert model.to(dtype)(images).dtype == dtype  # a model converted to the images' dtype takes them
+
+
+def test_images_that_were_never_normalised_are_named_in_predict():
+    model = SegFormer.from_config("b0", num_classes=3).eval()
+    raw = torch.randint(0, 256, (1, 3, 64, 64)).float()  # pixel values, as read
+    with pytest.raises(ValueError, match="images hold values up to 255: the model expects ImageNet-normalised "
+                                         r"images .*segformer_edu.preprocess"):
+        model.predict(raw)
+    assert model.predict(torch.randn(1, 3, 64, 64) * 2).shape == (1, 64, 64)  # normalised values pass
