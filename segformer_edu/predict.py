@@ -183,6 +183,16 @@ def segment_image(model: nn.Module, image, scale=None) -> np.ndarray:
     return labels[0].to(torch.uint8).cpu().numpy()
 
 
+def floats_per_token(config) -> int:
+    """Activation floats per 1/4-resolution token at the forward pass's peak: SegFormer's from its
+    widths (``memory_needed``); the CNN's (DeepLabV3+ / MobileNetV2, whose ASPP works on 2,560
+    channels at 1/8) measured on a CPU: 2.66 GB at 2048x1536, 3,390 floats a token."""
+    if hasattr(config, "embed_dims"):
+        width, ratio = config.embed_dims[0], config.mlp_ratios[0]
+        return 9 * config.decoder_dim + config.num_classes + width * (4 + 3 * ratio)
+    return 3600 + config.num_classes
+
+
 def memory_needed(config, image_hw: tuple[int, int], input_hw: tuple[int, int]) -> int:
     """Bytes that segmenting an image of ``image_hw`` takes when the model sees it at ``input_hw``:
     the forward pass at 1/4 resolution (per token: the decoder's four upsampled maps, their
@@ -191,8 +201,7 @@ def memory_needed(config, image_hw: tuple[int, int], input_hw: tuple[int, int]) 
     CPU (torch 2.13), the peak was 2 to 22 % under this for B0 and B2 from 1024x768 to 4000x3000
     (B0 at 4000x3000: 7.8 GB measured, 9.0 GB estimated)."""
     tokens = -(-input_hw[0] // 4) * -(-input_hw[1] // 4)
-    width, ratio = config.embed_dims[0], config.mlp_ratios[0]
-    per_token = 9 * config.decoder_dim + config.num_classes + width * (4 + 3 * ratio)
+    per_token = floats_per_token(config)
     pixels = image_hw[0] * image_hw[1]
     scores = min(config.num_classes, max(1, SCORE_CHUNK_BYTES // (4 * pixels))) * 4 * pixels
     return 4 * tokens * per_token + scores + FULL_PIXEL_BYTES * pixels
