@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, Subset
 
-from . import data
+from . import data, folder_dataset
 from .data import IGNORE_INDEX, SegmentationFolder
 from .palette import CAMVID_PALETTE, ade20k_palette
 from .system import free_memory
@@ -36,7 +36,7 @@ def ade20k_split(cfg: TrainConfig, split: str, transform) -> SegmentationFolder:
 
 
 def folder_split(cfg: TrainConfig, split: str, transform) -> SegmentationFolder:
-    return data.folder(cfg.data_root, split, transform, cfg.num_classes, cfg.class_names,
+    return folder_dataset.folder(cfg.data_root, split, transform, cfg.num_classes, cfg.class_names,
                        cfg.reduce_zero_label, cfg.ignore_index)
 
 

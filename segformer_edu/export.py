@@ -88,6 +88,29 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     # after them. A Dim with a range fails: the trace adds guards that reduced maps are not 1 px
     # (see the module docstring)
     dynamic_shapes = {"images": {0: "batch", 2: "height", 3: "width"}} if dynamic else None
+    program = exported_program(model, example, dynamic_shapes, opset)
+    # one file: B5 is 0.3 GB, well under protobuf's 2 GB limit
+    program.save(str(path), external_data=False)
+    exported = onnx.load(str(path))
+    written = next(o.version for o in exported.opset_import if o.domain in ("", "ai.onnx"))
+    if opset is not None and written != opset:
+        raise RuntimeError(f"the exporter could not convert SegFormer to opset {opset} (it wrote "
+                           f"{written}); pass another --opset, or leave it out for 18")
+    onnx.helper.set_model_props(exported, model_metadata(config, class_names))
+    onnx.save(exported, str(path))
+    try:  # full_check also runs ONNX's shape inference
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise RuntimeError(f"the exported file is not valid ONNX at opset {written} "
+                           f"({cli.one_line(error)}); pass another --opset, or leave it out for "
+                           "18") from error
+    return path
+
+
+def exported_program(model: nn.Module, example: torch.Tensor, dynamic_shapes, opset):
+    """torch.onnx.export (dynamo) of ``model`` in eval mode on ``example``; the exporter's own
+    notes silenced while it runs, the model's mode and the loggers restored after, and a failure
+    said in one line with what to try."""
     was_training = model.training
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
@@ -99,7 +122,7 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
             # deprecation), not the model; the logger's level is restored below
             warnings.simplefilter("ignore", FutureWarning)
             registration.setLevel(logging.ERROR)
-            # a conversion to the opset asked for is checked below, and a failure said in one line
+            # to_onnx checks the opset written, and says a failed conversion in one line
             for logger in CONVERSION_LOGGERS:
                 logger.addFilter(only_critical)
             program = torch.onnx.export(model, (example,), dynamo=True,
@@ -117,22 +140,7 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
         registration.setLevel(level)
         for logger in CONVERSION_LOGGERS:
             logger.removeFilter(only_critical)
-    # one file: B5 is 0.3 GB, well under protobuf's 2 GB limit
-    program.save(str(path), external_data=False)
-    exported = onnx.load(str(path))
-    written = next(o.version for o in exported.opset_import if o.domain in ("", "ai.onnx"))
-    if opset is not None and written != opset:
-        raise RuntimeError(f"the exporter could not convert SegFormer to opset {opset} (it wrote "
-                           f"{written}); pass another --opset, or leave it out for 18")
-    onnx.helper.set_model_props(exported, model_metadata(config, class_names))
-    onnx.save(exported, str(path))
-    try:  # full_check also runs ONNX's shape inference
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as error:
-        raise RuntimeError(f"the exported file is not valid ONNX at opset {written} "
-                           f"({cli.one_line(error)}); pass another --opset, or leave it out for "
-                           "18") from error
-    return path
+    return program
 
 
 # where the exporter and onnxscript announce a conversion to another opset, and its failure

@@ -33,7 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import cli
-from .data import IMAGE_SUFFIXES, as_rgb, check_colours, read_image
+from .data import IMAGE_SUFFIXES, as_rgb, read_image
+from .folder_dataset import check_colours
 from .datasets import entry_of
 from .inference import SCORE_CHUNK_BYTES, predict_labels
 from .models import load_with_info

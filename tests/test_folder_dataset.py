@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segformer_edu import SegFormer, data, datasets, inference, predict, train as trainer
+from segformer_edu import SegFormer, data, datasets, folder_dataset, inference, predict, train as trainer
 from segformer_edu.checkpoint import save_pretrained
 from segformer_edu.convert import from_edu
 from segformer_edu.train import TrainConfig
@@ -79,7 +79,7 @@ def assert_one_line_error(done, *fragments):
 # ----------------------------------------------------------------------------- reading masks
 
 def test_index_masks_and_classes_json(dataset_root):
-    train = data.folder(dataset_root, "train")
+    train = folder_dataset.folder(dataset_root, "train")
     assert len(train) == 4 and train.names == NAMES and train.palette == PALETTE
     assert np.array_equal(train.load_label(0), quadrants())
     image, label = train[1]
@@ -88,7 +88,7 @@ def test_index_masks_and_classes_json(dataset_root):
 
 def test_colour_masks_are_mapped_through_the_palette(tmp_path):
     root = write_dataset(tmp_path / "colour", colour_masks=True)
-    masks = data.folder(root, "train")
+    masks = folder_dataset.folder(root, "train")
     assert Image.open(masks.label_paths[0]).mode == "RGB"
     for index in range(len(masks)):
         assert np.array_equal(masks.load_label(index), np.rot90(quadrants(), index))  # classes and ignore colour
@@ -99,11 +99,11 @@ def test_reduce_zero_label_ignores_zero_and_shifts_the_classes(tmp_path):
     for path in sorted((root / "train" / "masks").iterdir()):  # store ADE20K-style: 0 = other, class k as k + 1
         label = np.array(Image.open(path))
         Image.fromarray(np.where(label == 255, 0, label + 1).astype(np.uint8)).save(path)
-    reduced = data.folder(root, "train", reduce_zero_label=True).load_label(0)
+    reduced = folder_dataset.folder(root, "train", reduce_zero_label=True).load_label(0)
     assert np.array_equal(reduced, quadrants())
     with pytest.raises(ValueError, match=r"holds values \[4\]"):  # without the option, value 4 is no class of 4
-        data.folder(root, "train").load_label(0)
-    assert data.folder(root, "train", class_names=[*NAMES, "fifth"]).load_label(0).max() == 4
+        folder_dataset.folder(root, "train").load_label(0)
+    assert folder_dataset.folder(root, "train", class_names=[*NAMES, "fifth"]).load_label(0).max() == 4
 
 
 def test_another_ignore_value_becomes_255(tmp_path):
@@ -111,29 +111,29 @@ def test_another_ignore_value_becomes_255(tmp_path):
     path = root / "train" / "masks" / "train_0.png"
     label = np.array(Image.open(path))
     Image.fromarray(np.where(label == 255, 7, label).astype(np.uint8)).save(path)
-    assert np.array_equal(data.folder(root, "train", ignore_index=7).load_label(0), quadrants())
+    assert np.array_equal(folder_dataset.folder(root, "train", ignore_index=7).load_label(0), quadrants())
     with pytest.raises(ValueError, match=r"train_0\.png holds values \[7\]"):
-        data.folder(root, "train").load_label(0)
+        folder_dataset.folder(root, "train").load_label(0)
     with pytest.raises(ValueError, match="ignore value 2 is one of the classes"):
-        data.folder(root, "train", ignore_index=2)
+        folder_dataset.folder(root, "train", ignore_index=2)
 
 
 def test_classes_from_flags_and_disagreements(tmp_path):
     root = write_dataset(tmp_path / "flags")
     (root / "classes.json").unlink()
-    assert data.folder(root, "train", num_classes=4).names == ["class_0", "class_1", "class_2", "class_3"]
-    assert data.folder(root, "train", class_names=["a", "b", "c", "d"]).names == ["a", "b", "c", "d"]
+    assert folder_dataset.folder(root, "train", num_classes=4).names == ["class_0", "class_1", "class_2", "class_3"]
+    assert folder_dataset.folder(root, "train", class_names=["a", "b", "c", "d"]).names == ["a", "b", "c", "d"]
     with pytest.raises(ValueError, match="no classes for .*classes.json.*--num-classes"):
-        data.folder(root, "train")
+        folder_dataset.folder(root, "train")
     with pytest.raises(ValueError, match="--num-classes 3 but 4 class names"):
-        data.folder(root, "train", num_classes=3, class_names=["a", "b", "c", "d"])
+        folder_dataset.folder(root, "train", num_classes=3, class_names=["a", "b", "c", "d"])
     (root / "classes.json").write_text(json.dumps({"names": NAMES, "palette": PALETTE[:2]}))
     with pytest.raises(ValueError, match="palette has 2 entries for 4 classes"):
-        data.folder(root, "train")
+        folder_dataset.folder(root, "train")
     # --class-names replaces the file's names: its palette of another length is set aside, with a warning
     (root / "classes.json").write_text(json.dumps({"names": NAMES[:3], "palette": PALETTE[:3]}))
     with pytest.warns(UserWarning, match="palette \\(3 colours\\) is not used: --class-names gives 4"):
-        flagged = data.folder(root, "train", class_names=["a", "b", "c", "d"])
+        flagged = folder_dataset.folder(root, "train", class_names=["a", "b", "c", "d"])
     labels = flagged[0][1]
     assert flagged.names == ["a", "b", "c", "d"] and set(labels.unique().tolist()) <= {0, 1, 2, 3, 255}
 
@@ -181,7 +181,7 @@ def test_bad_data_is_one_line_naming_the_file(tmp_path, spoil):
     name, message = spoil(root)
     with pytest.raises(ValueError) as raised:  # the label scan finds it without decoding images
         for split in ("train", "val"):
-            data.folder(root, split).check_labels()
+            folder_dataset.folder(root, split).check_labels()
     assert name in str(raised.value) and message in str(raised.value)
     done = run_cli("-m", "segformer_edu.train", "--dataset", "folder", "--data-root", str(root), "--out-dir",
                    str(tmp_path / "run"), "--max-iters", "2", "--no-progress")
@@ -190,7 +190,7 @@ def test_bad_data_is_one_line_naming_the_file(tmp_path, spoil):
 
 
 def test_report_shares_and_a_warning_for_a_class_never_seen(dataset_root):
-    train = data.folder(dataset_root, "train")
+    train = folder_dataset.folder(dataset_root, "train")
     counts = train.check_labels()
     assert counts.sum() == 4 * 64 * 64 and counts[-1] == 4 * 64
     assert np.array_equal(counts, train.preload().pixel_counts())  # from the frames in memory, the same counts
@@ -376,7 +376,7 @@ def test_classes_json_with_another_key_says_what_it_holds(tmp_path):
     root = write_dataset(tmp_path / "keyed", classes={"classes": NAMES})
     with pytest.raises(ValueError, match=r"classes\.json holds 'classes' but no \"names\": expected "
                                          r"\{\"names\": \[\.\.\.\]"):
-        data.folder(root, "train")
+        folder_dataset.folder(root, "train")
 
 
 def test_predict_reads_images_as_displayed_sixteen_bit_and_phone_photos(tmp_path, hf_model):
@@ -419,7 +419,7 @@ BAD_CLASSES = [
 def test_class_definitions_are_checked_before_the_first_step(tmp_path, classes, message):
     root = write_dataset(tmp_path / "bad", classes=classes)
     with pytest.raises(ValueError, match="classes.json") as raised:
-        data.folder(root, "train")
+        folder_dataset.folder(root, "train")
     assert message in str(raised.value)
 
 
@@ -468,14 +468,14 @@ def test_masks_saved_as_jpeg_are_named_with_why_they_are_not_used(tmp_path):
         mask.unlink()
     (root / "train" / "images" / "train_0.png").rename(root / "train" / "images" / "train_0.webp")
     with pytest.raises(ValueError) as raised:
-        data.folder(root, "train")
+        folder_dataset.folder(root, "train")
     assert str(raised.value).startswith(f"{root / 'train' / 'masks'} holds 4 masks saved as JPEG (first: "
                                         "train_0.jpg), which are not used: lossy compression changes")
     assert "has no mask" not in str(raised.value)
     for mask in (root / "train" / "masks").iterdir():
         Image.open(mask).save(mask.with_suffix(".png"))
         mask.unlink()
-    assert data.folder(root, "train").image_paths[0].name == "train_0.webp"
+    assert folder_dataset.folder(root, "train").image_paths[0].name == "train_0.webp"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without a usable GPU")
