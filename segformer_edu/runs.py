@@ -1,6 +1,7 @@
 """A training run's folder and files (book chapter 8): the folder a run claims (locked for one run
 at a time; a new run, a resume with what it may change, or a refusal), the checkpoints written
-atomically with every random generator's state, the logs cut back on resume, and what a run holds and where it stands while it trains.
+atomically with every random generator's state, the logs cut back on resume, and what a run holds
+and where it stands while it trains.
 
 Everything a run produces lands in its ``out_dir``: ``latest.pt`` / ``best.pt`` (model, optimizer,
 scaler, scheduler, iteration, RNG states, config), ``train_log.jsonl``, ``metrics.jsonl``,
