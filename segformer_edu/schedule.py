@@ -114,3 +114,17 @@ def build_optimizer(model: nn.Module, lr: float = 6e-5, weight_decay: float = 0.
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(chosen, [factor(g["lr"]) for g in groups])
     return chosen, scheduler
+
+
+def continue_schedule(optimizer: torch.optim.Optimizer,
+                      scheduler: torch.optim.lr_scheduler.LambdaLR, base_lrs: list[float],
+                      weight_decays: list[float]) -> None:
+    """Put a resumed run's settings into the optimizer and scheduler state it loaded, which carry
+    the base lrs and decays the run started with: the new ``base_lrs`` and ``weight_decays`` (one
+    per group), and each group's current lr from the (new) schedule at the iteration reached
+    (``scheduler.last_epoch``), as LambdaLR computes it, so that the very next step uses it."""
+    scheduler.base_lrs = list(base_lrs)
+    for group, base_lr, decay, factor in zip(optimizer.param_groups, base_lrs, weight_decays,
+                                             scheduler.lr_lambdas, strict=True):
+        group["initial_lr"], group["weight_decay"] = base_lr, decay
+        group["lr"] = base_lr * factor(scheduler.last_epoch)

@@ -46,16 +46,12 @@ from .evaluation import evaluate
 from .losses import class_weights, segmentation_loss
 from .model import SegFormer
 from .plots import plot_curves, save_prediction_grid
-from .runs import (Placement, RunData, RunProgress, TrainingParts, claim_run_folder,
-                   clear_old_run, load_summary, rng_state, save_atomic, set_rng_state,
-                   truncate_log)
-from .schedule import build_optimizer
+from .runs import (SCHEDULE_SETTINGS, Placement, RunData, RunProgress, TrainingParts,
+                   claim_run_folder, clear_old_run, continue_command, flag_of, load_summary,
+                   resume_changes, rng_state, save_atomic, set_rng_state, truncate_log)
+from .schedule import build_optimizer, continue_schedule
 from .system import StopRequest, available_cpus, choose_precision
 from .train_checks import DEFAULT_MODEL, check_config
-
-# not the recipe: free to change on resume
-RESTARTABLE = {"data_root", "out_dir", "resume", "overwrite", "progress", "stop_at", "num_workers",
-               "in_memory", "test", "save_minutes", "val_images"}
 
 
 def arg(default, help: str):
@@ -132,7 +128,10 @@ class TrainConfig:
     in_memory: bool = arg(True, "decode every frame once and keep it in memory, when that takes "
                                 "under a quarter of the free memory")
     resume: bool = arg(False, "continue the run in out_dir from its latest.pt (a new run if it has "
-                              "none)")
+                              "none); a new --lr, --weight-decay, --max-iters, --min-lr, --power, "
+                              "--warmup-iters or --warmup-ratio recomputes the schedule from the "
+                              "iteration reached, a new --amp applies from the next step, other "
+                              "changes of the recipe are refused")
     overwrite: bool = arg(False, "start a new run in an out_dir that holds one, replacing its "
                                  "files")
     stop_at: int | None = arg(None, "stop (saving latest.pt) after this iteration, as if "
@@ -245,13 +244,18 @@ def build(cfg: TrainConfig, data: RunData, run: Placement) -> TrainingParts:
 def restore(cfg: TrainConfig, parts: TrainingParts, state: dict | None,
             run: Placement) -> RunProgress:
     """A fresh start, or everything latest.pt holds: weights, optimizer, schedule, scaler, average,
-    RNG states; the logs cut back to its iteration (no line twice)."""
+    RNG states; the logs cut back to its iteration (no line twice). The schedule then continues
+    with this call's settings (``continue_schedule``), and what they change is said and kept."""
     if state is None:
         return RunProgress()
+    base_lrs = list(parts.scheduler.base_lrs)  # this call's, before the checkpoint's replace them
+    decays = [group["weight_decay"] for group in parts.optimizer.param_groups]
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
-    parts.scaler.load_state_dict(state["scaler"])
+    continue_schedule(parts.optimizer, parts.scheduler, base_lrs, decays)
+    if state["scaler"]:  # empty when the run did not use fp16: a new --amp fp16 starts a scale
+        parts.scaler.load_state_dict(state["scaler"])
     if parts.ema is not None:
         parts.ema.module.load_state_dict(state["ema"])
         parts.ema.n_averaged.fill_(state["ema_updates"])
@@ -262,15 +266,28 @@ def restore(cfg: TrainConfig, parts: TrainingParts, state: dict | None,
         truncate_log(run.out / "train_log.jsonl", start)
         truncate_log(run.out / "metrics.jsonl", start)
     run.say(f"resumed from latest.pt at iteration {start}")
-    before = {k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()}
-    changed = [f"{k} {before[k]} -> {v}" for k, v in asdict(cfg).items()
-               if k in before and k not in RESTARTABLE and before[k] != v]
+    progress = RunProgress(iteration=start, best_miou=state["best_miou"],
+                           best_iteration=state.get("best_iteration"), saved_at=start,
+                           seconds_before=state["train_seconds"],
+                           wall_before=state.get("wall_seconds"), logged=(0.0, start),
+                           loads=list(state.get("load_averages", [])),
+                           resume_changes=list(state.get("resume_changes", [])))
+    changed = resume_changes(cfg, state)[0]  # the others were refused before any work
     if changed:
-        run.say("resumed with changed settings: " + "; ".join(changed))
-    return RunProgress(iteration=start, best_miou=state["best_miou"],
-                    best_iteration=state.get("best_iteration"), saved_at=start,
-                    seconds_before=state["train_seconds"], wall_before=state.get("wall_seconds"),
-                    logged=(0.0, start), loads=list(state.get("load_averages", [])))
+        progress.resume_changes.append({"iteration": start, "changed": changed})
+        run.say(changed_settings_line(changed, start, parts.optimizer))
+    return progress
+
+
+def changed_settings_line(changed: dict, start: int, optimizer: torch.optim.Optimizer) -> str:
+    """What a resume changed, and from which iteration its schedule continues with it."""
+    line = "resumed with changed settings: " + ", ".join(
+        f"{flag_of(name)} {old} -> {new}" for name, (old, new) in changed.items())
+    if any(name in SCHEDULE_SETTINGS for name in changed):
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        line += (f"; the schedule continues from iteration {start} with them (next step: lr "
+                 f"{lrs[0]:.3g}, decoder {max(lrs):.3g})")
+    return line
 
 
 def ddp_model(model: nn.Module, run: Placement) -> nn.Module:
@@ -342,7 +359,8 @@ def train_step(parts: TrainingParts, train_model: nn.Module, batches, loss_kwarg
     parts.optimizer.zero_grad(set_to_none=True)
     if parts.ema is not None:
         parts.ema.update_parameters(parts.model)
-    lr, head_lr = parts.scheduler.get_last_lr()[0], max(parts.scheduler.get_last_lr())
+    lrs = [group["lr"] for group in parts.optimizer.param_groups]  # this step's
+    lr, head_lr = lrs[0], max(lrs)
     parts.scheduler.step()
     progress.iteration += 1
     progress.losses.append(mean_loss.item())
@@ -404,7 +422,8 @@ def checkpoint_state(cfg: TrainConfig, parts: TrainingParts, data: RunData, run:
             "best_iteration": progress.best_iteration,
             "train_seconds": progress.seconds_before + progress.run_time,
             "wall_seconds": progress.wall_seconds(), "rng": rng,
-            "load_averages": progress.loads, "config": asdict(cfg), "classes": data.names,
+            "load_averages": progress.loads, "resume_changes": progress.resume_changes,
+            "config": asdict(cfg), "classes": data.names,
             "palette": palette_of(data.train, cfg.dataset)} | ema
 
 
@@ -457,6 +476,7 @@ def finish(cfg: TrainConfig, parts: TrainingParts, data: RunData, run: Placement
                "seed": cfg.seed, "precision": parts.precision.name,
                "precision_reason": parts.precision.reason,
                "images_seen": progress.iteration * cfg.batch_size * world,
+               "resume_changes": progress.resume_changes,
                **load_summary(progress.loads)}
     test_metrics = None
     if run.main and progress.iteration == cfg.max_iters:
@@ -500,53 +520,55 @@ def train(cfg: TrainConfig) -> dict:
     rank, world, device = setup_distributed()
     cfg, min_side = check_config(cfg, device, say=print if rank == 0 else lambda line: None)
     run = Placement(rank, world, device, Path(cfg.out_dir))
-    resumed = claim_run_folder(cfg, run)  # a new run, latest.pt to resume, or a refusal
-    if resumed is not None and resumed["iteration"] == cfg.max_iters:
-        return finished_already(cfg, run, resumed)
-    random.seed(cfg.seed + rank)
-    np.random.seed(cfg.seed + rank)
-    # the same initial weights on every rank; DDP also broadcasts rank 0's
-    torch.manual_seed(cfg.seed)
+    # a new run, latest.pt to resume, or a refusal; the folder is this run's until it returns
+    with claim_run_folder(cfg, run) as resumed:
+        if resumed is not None and resumed["iteration"] == cfg.max_iters:
+            return finished_already(cfg, run, resumed)
+        random.seed(cfg.seed + rank)
+        np.random.seed(cfg.seed + rank)
+        # the same initial weights on every rank; DDP also broadcasts rank 0's
+        torch.manual_seed(cfg.seed)
 
-    data = prepare_data(cfg, run, min_side, resumed)  # every file checked before the first step
-    parts = build(cfg, data, run)  # model, average, optimizer, schedule, autocast, scaler
-    progress = restore(cfg, parts, resumed, run)  # from latest.pt, or a fresh start
-    progress.call_start = started  # the wall time counts this call's setup too
-    if resumed is None:
-        clear_old_run(run)
-    start = progress.iteration
-    train_model, batches = ddp_model(parts.model, run), training_batches(cfg, data, run, start)
+        data = prepare_data(cfg, run, min_side, resumed)  # every file checked before the first step
+        parts = build(cfg, data, run)  # model, average, optimizer, schedule, autocast, scaler
+        progress = restore(cfg, parts, resumed, run)  # from latest.pt, or a fresh start
+        progress.call_start = started  # the wall time counts this call's setup too
+        if resumed is None:
+            clear_old_run(run)
+        start = progress.iteration
+        train_model, batches = ddp_model(parts.model, run), training_batches(cfg, data, run, start)
 
-    from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.max_iters, initial=start, disable=not (run.main and cfg.progress),
-               dynamic_ncols=True)
-    status, last_save = "finished", time.monotonic()
-    train_model.train()
-    with StopRequest(announce=run.main) as stop, saying_what_is_kept(run, progress):
-        while progress.iteration < cfg.max_iters:
-            # every rank stops (and saves) together: one decision for all
-            save_due = run.main and time.monotonic() - last_save >= 60 * cfg.save_minutes
-            stop_due = stop.requested or progress.iteration == cfg.stop_at
-            stop_now, save_now = any_rank([stop_due, save_due], run.device, run.world)
-            if save_now and progress.saved_at != progress.iteration:
+        bar = tqdm(total=cfg.max_iters, initial=start, disable=not (run.main and cfg.progress),
+                   dynamic_ncols=True)
+        status, last_save = "finished", time.monotonic()
+        train_model.train()
+        with StopRequest(announce=run.main) as stop, saying_what_is_kept(run, progress):
+            while progress.iteration < cfg.max_iters:
+                # every rank stops (and saves) together: one decision for all
+                save_due = run.main and time.monotonic() - last_save >= 60 * cfg.save_minutes
+                stop_due = stop.requested or progress.iteration == cfg.stop_at
+                stop_now, save_now = any_rank([stop_due, save_due], run.device, run.world)
+                if save_now and progress.saved_at != progress.iteration:
+                    save_latest(cfg, parts, data, run, progress)
+                    last_save = time.monotonic()
+                if stop_now:
+                    status = "interrupted" if stop.requested else "stopped"
+                    break
+                _, lr, head_lr = train_step(parts, train_model, batches, data.loss_kwargs, run,
+                                            progress)
+                bar.update()
+                log_step(cfg, run, progress, lr, head_lr, bar)
+                at = progress.iteration
+                if at % cfg.val_interval == 0 or at == cfg.max_iters:
+                    validate_and_save(cfg, parts, data, run, progress, bar.write)
+                    train_model.train()
+                    last_save = time.monotonic()
+            if progress.saved_at != progress.iteration:
                 save_latest(cfg, parts, data, run, progress)
-                last_save = time.monotonic()
-            if stop_now:
-                status = "interrupted" if stop.requested else "stopped"
-                break
-            _, lr, head_lr = train_step(parts, train_model, batches, data.loss_kwargs, run,
-                                        progress)
-            bar.update()
-            log_step(cfg, run, progress, lr, head_lr, bar)
-            if progress.iteration % cfg.val_interval == 0 or progress.iteration == cfg.max_iters:
-                validate_and_save(cfg, parts, data, run, progress, bar.write)
-                train_model.train()
-                last_save = time.monotonic()
-        if progress.saved_at != progress.iteration:
-            save_latest(cfg, parts, data, run, progress)
-    bar.close()
-    return finish(cfg, parts, data, run, progress, start, status, stop.signum)
+        bar.close()
+        return finish(cfg, parts, data, run, progress, start, status, stop.signum)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -589,12 +611,10 @@ def per_class_iou(metrics: dict, split: str) -> str:
 
 
 def resume_command(argv: list[str], world: int) -> str:
-    """The command that continues this run: the same flags, with --resume instead of --overwrite."""
-    dropped = ("--overwrite", "--resume", "--no-resume", "--no-overwrite")
-    flags = [a for a in argv if a not in dropped]
-    program = "python -m segformer_edu.train" if world == 1 else \
-        f"torchrun --nproc_per_node={world} -m segformer_edu.train"
-    return f"{program} {shlex.join(flags + ['--resume'])}"
+    """The command that continues this run (``continue_command``), against this command's flags."""
+    flags = [flag_of(f.name) for f in fields(TrainConfig)]
+    flags += [f"--no-{flag_of(f.name)[2:]}" for f in fields(TrainConfig) if f.type is bool]
+    return continue_command(argv, world, flags)
 
 
 def summary_line(result: dict, argv: list[str]) -> str:

@@ -4,7 +4,9 @@ other, mistakes are one line before any work, Ctrl-C is said and resumable, the 
 import inspect
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 
 from segformer_edu import train as trainer
+from segformer_edu.schedule import lr_factor
 from segformer_edu.train import TrainConfig, check_config, segmentation_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +99,68 @@ def test_resume_with_nothing_to_resume_starts_a_new_run_and_says_so(cfg, capsys)
     assert f"nothing to resume in {cfg.out_dir}: starting a new run" in capsys.readouterr().out
 
 
+# ----------------------------------------------------------------------------- 1b. one run per folder
+
+def start_long_run(cfg: TrainConfig) -> subprocess.Popen:
+    """A command-line run that trains for hours, once it has logged its first step."""
+    run = subprocess.Popen([sys.executable, "-m", "segformer_edu.train", *cli_flags(cfg), "--max-iters",
+                            "100000", "--val-interval", "100000"], cwd=REPO, text=True,
+                           env=os.environ | {"OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    log = Path(cfg.out_dir) / "train_log.jsonl"
+    deadline = time.monotonic() + 180
+    while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return run
+
+
+def test_a_second_run_into_a_folder_in_use_is_one_line_and_a_killed_run_blocks_nothing(cfg):
+    first = start_long_run(cfg)
+    try:
+        second = cli(*cli_flags(cfg), "--max-iters", "4", "--resume")
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 1 and len(lines) == 1, second.stderr[-2000:]
+        assert lines[0].startswith(f"error: --out-dir {cfg.out_dir} is in use by another run (pid {first.pid} "
+                                   f"on {socket.gethostname()} since ")
+        assert lines[0].endswith("): wait for it to finish, or pass another --out-dir")
+        assert "data:" not in second.stdout  # refused before the data was read
+        assert first.poll() is None  # the first run trains on
+    finally:
+        first.kill()  # SIGKILL: no clean-up; the kernel drops its lock
+        first.communicate()
+    out = Path(cfg.out_dir)
+    assert (out / ".lock").exists() and not (out / "latest.pt").exists()
+    result = trainer.train(replace(cfg, resume=True))  # nothing to resume: a new run, not blocked
+    assert result["status"] == "finished" and not (out / ".lock").exists()
+
+
+def test_a_lock_file_alone_leaves_a_folder_empty(cfg):
+    out = Path(cfg.out_dir)
+    out.mkdir()
+    (out / ".lock").write_text('{"pid": 1, "host": "elsewhere", "since": "yesterday"}')  # not locked
+    assert trainer.train(cfg)["status"] == "finished"
+
+
+def test_a_run_holds_its_folder_while_it_trains_even_with_overwrite(cfg, monkeypatch):
+    import fcntl
+
+    trainer.train(cfg)
+    held = []
+
+    def loss_while_checking_the_lock(*args, **kwargs):
+        with open(Path(cfg.out_dir) / ".lock") as other:  # another open file: flock sees another owner
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+        return segmentation_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "segmentation_loss", loss_while_checking_the_lock)
+    trainer.train(replace(cfg, overwrite=True))  # removes the old run's files, never the lock
+    assert held == [True] * 4
+
+
 def test_the_default_folder_is_named_after_dataset_and_model():
     assert check_config(TrainConfig(), CPU)[0].out_dir == str(Path("runs/camvid_b0"))
     folder = TrainConfig(dataset="folder", data_root="data/my_photos", model="b2")
@@ -167,6 +232,62 @@ def test_resume_with_another_model_or_past_the_end_is_one_line(cfg, capsys):
     assert "finished already, at iteration 4: nothing to train" in capsys.readouterr().out
 
 
+# ----------------------------------------------------------------------------- 2b. resume with changed settings
+
+def logged_lrs(cfg: TrainConfig) -> dict:
+    """{iteration: (lr, decoder lr)} of train_log.jsonl: the lrs each step used."""
+    lines = [json.loads(line) for line in (Path(cfg.out_dir) / "train_log.jsonl").open()]
+    return {line["iter"]: (line["lr"], line["head_lr"]) for line in lines}
+
+
+def test_resume_with_a_new_lr_and_decay_trains_with_them_and_says_so(cfg, capsys):
+    trainer.train(replace(cfg, stop_at=2))  # lr 6e-4, weight decay 0.01, 4 iterations, warm-up 1
+    capsys.readouterr()
+    result = trainer.train(replace(cfg, resume=True, lr=1e-3, weight_decay=0.05))
+    expected = 1e-3 * lr_factor(2, 4, warmup_iters=1)  # the new schedule at iteration 2: 5e-4
+    assert ("resumed with changed settings: --lr 0.0006 -> 0.001, --weight-decay 0.01 -> 0.05; the schedule "
+            "continues from iteration 2 with them (next step: lr 0.0005, decoder 0.005)") in capsys.readouterr().out
+    assert logged_lrs(cfg)[3] == pytest.approx((expected, 10 * expected))  # 3e-4 before: the old lr's schedule
+    optimizer = torch.load(Path(cfg.out_dir) / "latest.pt", weights_only=True)["optimizer"]
+    decays = {group["name"]: group["weight_decay"] for group in optimizer["param_groups"]}
+    assert decays == {"encoder": 0.05, "encoder_norm": 0.0, "decoder": 0.05}  # 0.01 before
+    recorded = [{"iteration": 2, "changed": {"lr": [6e-4, 1e-3], "weight_decay": [0.01, 0.05]}}]
+    assert json.loads((Path(cfg.out_dir) / "summary.json").read_text())["resume_changes"] == recorded
+
+
+def test_extending_a_finished_run_continues_its_schedule_with_the_new_length(cfg, capsys):
+    trainer.train(cfg)  # finished at iteration 4, where the poly decay reached lr 0
+    result = trainer.train(replace(cfg, resume=True, max_iters=8))
+    assert result["status"] == "finished" and result["iteration"] == 8
+    assert "--max-iters 4 -> 8; the schedule continues from iteration 4 with them" in capsys.readouterr().out
+    expected = 6e-4 * lr_factor(4, 8, warmup_iters=1)  # 3e-4; the first step after the end ran at lr 0.0
+    assert logged_lrs(cfg)[5] == pytest.approx((expected, 10 * expected))
+
+
+def test_a_recipe_change_on_resume_is_one_line_that_says_how_to_start_from_the_weights(cfg, tmp_path, capsys,
+                                                                                       caplog, monkeypatch):
+    flags = [*cli_flags(cfg), "--lr", "6e-4", "--val-interval", "2"]
+    assert trainer.main([*flags, "--max-iters", "4", "--stop-at", "2"]) == 0
+    steps = count_steps(monkeypatch)
+    capsys.readouterr()
+    assert trainer.main([*flags, "--max-iters", "4", "--resume", "--head-lr-mult", "1", "--batch-size", "4"]) == 1
+    latest = Path(cfg.out_dir) / "latest.pt"
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"error: --resume cannot change --batch-size (2 -> 4), --head-lr-mult (10.0 -> 1.0): a "
+                     "resumed run keeps its recipe and applies new --lr, --weight-decay, --max-iters, --min-lr, "
+                     "--power, --warmup-iters, --warmup-ratio, --amp only; resume with the run's values, or start "
+                     f"a new run from its weights: --pretrained {latest} --out-dir NEW_DIR, without --resume"]
+    assert steps == []  # refused before any data was read (torch's "different number of parameter groups" before)
+    # the advice works: a training checkpoint is a --pretrained source, its decoder kept
+    new_dir = str(tmp_path / "new")
+    advice = error[0].split("start a new run from its weights: ")[1].split(", without")[0]
+    new_flags = [word.replace("NEW_DIR", new_dir) for word in advice.split()]
+    assert trainer.main([*flags, "--max-iters", "4", "--head-lr-mult", "1", "--batch-size", "4",
+                         *new_flags]) == 0
+    assert len(steps) == 4 and "newly initialised" not in caplog.text
+    assert torch.load(Path(new_dir) / "latest.pt", weights_only=True)["config"]["pretrained"] == str(latest)
+
+
 def test_a_failure_after_a_few_minutes_of_training_keeps_a_checkpoint_and_says_where(cfg, monkeypatch):
     calls = []
 
@@ -212,14 +333,7 @@ def test_the_command_line_ends_with_what_to_do_next(cfg):
 
 
 def test_ctrl_c_on_the_command_line_exits_130_with_the_command_that_continues(cfg):
-    run = subprocess.Popen([sys.executable, "-m", "segformer_edu.train", *cli_flags(cfg), "--max-iters",
-                            "100000", "--val-interval", "100000"], cwd=REPO, text=True,
-                           env=os.environ | {"OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
-    log = Path(cfg.out_dir) / "train_log.jsonl"
-    deadline = time.monotonic() + 180
-    while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    run = start_long_run(cfg)
     run.send_signal(signal.SIGINT)
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, stderr[-2000:]
@@ -228,6 +342,25 @@ def test_ctrl_c_on_the_command_line_exits_130_with_the_command_that_continues(cf
     assert last.startswith(f"interrupted (Ctrl-C) at iteration {iteration:,}: latest.pt saved in ")
     assert last.endswith("--max-iters 100000 --val-interval 100000 --resume")
     assert "continue with: python -m segformer_edu.train --data-root" in last
+
+
+def test_the_command_printed_after_stop_at_continues_the_run(cfg):
+    stopped = cli(*cli_flags(cfg), "--max-iters", "4", "--val-interval", "2", "--stop-at=2")
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    command = stopped.stdout.strip().splitlines()[-1].split("continue with: ")[1]
+    assert "--stop-at" not in command and command.endswith("--val-interval 2 --resume")
+    program, module, *flags = shlex.split(command)
+    assert (program, module) == ("python", "-m")
+    continued = cli(*flags[1:])  # flags[0]: segformer_edu.train
+    assert continued.returncode == 0, continued.stderr[-2000:]
+    assert continued.stdout.strip().splitlines()[-1].startswith("finished at iteration 4; ")
+
+
+def test_the_continuing_command_drops_stop_at_and_overwrite_however_they_are_typed():
+    argv = ["--out-dir", "runs/x", "--stop-at", "2", "--overwrite", "--stop-at=3", "--stop", "4", "--lr=1e-3"]
+    assert trainer.resume_command(argv, 1) == "python -m segformer_edu.train --out-dir runs/x --lr=1e-3 --resume"
+    assert trainer.resume_command(["--no-resume", "--st=5"], 2) == (
+        "torchrun --nproc_per_node=2 -m segformer_edu.train --resume")
 
 
 def test_help_shows_defaults_and_a_mistyped_flag_is_one_line():
