@@ -508,6 +508,43 @@ def finished_already(cfg: TrainConfig, run: Placement, resumed: dict) -> dict:
             "test_metrics": None, "model": None}
 
 
+def training_loop(cfg: TrainConfig, parts: TrainingParts, data: RunData, run: Placement,
+                  progress: RunProgress, train_model: nn.Module, batches) -> tuple[str, int | None]:
+    """Steps until ``max_iters``, ``stop_at`` or a signal: validations and saves on schedule, and
+    latest.pt saved at the end; (status, the signal that stopped it, if one did)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.max_iters, initial=progress.iteration,
+               disable=not (run.main and cfg.progress), dynamic_ncols=True)
+    status, last_save = "finished", time.monotonic()
+    train_model.train()
+    with StopRequest(announce=run.main) as stop, saying_what_is_kept(run, progress):
+        while progress.iteration < cfg.max_iters:
+            # every rank stops (and saves) together: one decision for all
+            save_due = run.main and time.monotonic() - last_save >= 60 * cfg.save_minutes
+            stop_due = stop.requested or progress.iteration == cfg.stop_at
+            stop_now, save_now = any_rank([stop_due, save_due], run.device, run.world)
+            if save_now and progress.saved_at != progress.iteration:
+                save_latest(cfg, parts, data, run, progress)
+                last_save = time.monotonic()
+            if stop_now:
+                status = "interrupted" if stop.requested else "stopped"
+                break
+            _, lr, head_lr = train_step(parts, train_model, batches, data.loss_kwargs, run,
+                                        progress)
+            bar.update()
+            log_step(cfg, run, progress, lr, head_lr, bar)
+            at = progress.iteration
+            if at % cfg.val_interval == 0 or at == cfg.max_iters:
+                validate_and_save(cfg, parts, data, run, progress, bar.write)
+                train_model.train()
+                last_save = time.monotonic()
+        if progress.saved_at != progress.iteration:
+            save_latest(cfg, parts, data, run, progress)
+    bar.close()
+    return status, stop.signum
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) the training ``cfg`` describes; returns a summary
     (status, losses of this call, metrics, timing, ``model``).
@@ -538,37 +575,8 @@ def train(cfg: TrainConfig) -> dict:
         start = progress.iteration
         train_model, batches = ddp_model(parts.model, run), training_batches(cfg, data, run, start)
 
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.max_iters, initial=start, disable=not (run.main and cfg.progress),
-                   dynamic_ncols=True)
-        status, last_save = "finished", time.monotonic()
-        train_model.train()
-        with StopRequest(announce=run.main) as stop, saying_what_is_kept(run, progress):
-            while progress.iteration < cfg.max_iters:
-                # every rank stops (and saves) together: one decision for all
-                save_due = run.main and time.monotonic() - last_save >= 60 * cfg.save_minutes
-                stop_due = stop.requested or progress.iteration == cfg.stop_at
-                stop_now, save_now = any_rank([stop_due, save_due], run.device, run.world)
-                if save_now and progress.saved_at != progress.iteration:
-                    save_latest(cfg, parts, data, run, progress)
-                    last_save = time.monotonic()
-                if stop_now:
-                    status = "interrupted" if stop.requested else "stopped"
-                    break
-                _, lr, head_lr = train_step(parts, train_model, batches, data.loss_kwargs, run,
-                                            progress)
-                bar.update()
-                log_step(cfg, run, progress, lr, head_lr, bar)
-                at = progress.iteration
-                if at % cfg.val_interval == 0 or at == cfg.max_iters:
-                    validate_and_save(cfg, parts, data, run, progress, bar.write)
-                    train_model.train()
-                    last_save = time.monotonic()
-            if progress.saved_at != progress.iteration:
-                save_latest(cfg, parts, data, run, progress)
-        bar.close()
-        return finish(cfg, parts, data, run, progress, start, status, stop.signum)
+        status, signum = training_loop(cfg, parts, data, run, progress, train_model, batches)
+        return finish(cfg, parts, data, run, progress, start, status, signum)
 
 
 # ----------------------------------------------------------------------------- command line
