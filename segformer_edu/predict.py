@@ -59,7 +59,7 @@ def load_model(source: str, device: torch.device) -> tuple[nn.Module, dict]:
     entry = entry_of(info.get("dataset"), info["names"])
     default_names = entry.classes if entry is not None else None
     names = info["names"] or default_names or [f"class_{k}" for k in range(num_classes)]
-    default_palette = entry.palette if entry is not None else ade20k_palette(num_classes)
+    default_palette = (entry.palette if entry is not None else None) or ade20k_palette(num_classes)
     palette = info["palette"] or default_palette
     try:  # a model trained before palettes were checked may hold a colour that cannot be drawn
         check_colours([list(colour) for colour in palette], f"{source}'s palette", distinct=False)
