@@ -20,9 +20,6 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.text import Text
 from torch import nn
 
-from .datasets import palette_of
-from .inference import predict_labels
-from .runs import read_jsonl
 
 DPI = 100
 COLUMN_INCHES = 7.7  # the text column is 785 px wide at a 1280 px window and 775 px at 1024 px
@@ -139,6 +136,8 @@ def plot_curves(out_dir: str | Path):
     logs; saved as curves.png."""
     import matplotlib.pyplot as plt
 
+    from .runs import read_jsonl  # here: a chapter that imports book_style reads no dataset code
+
     out_dir = Path(out_dir)
     log, val = read_jsonl(out_dir / "train_log.jsonl"), read_jsonl(out_dir / "metrics.jsonl")
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -158,6 +157,8 @@ def save_prediction_grid(model: nn.Module, dataset, dataset_name: str, path: Pat
     import matplotlib.pyplot as plt
 
     from . import palette as palettes
+    from .datasets import palette_of
+    from .inference import predict_labels
     from .transforms import denormalize
 
     colours = palette_of(dataset, dataset_name)
