@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# SegFormer-B0 from scratch on CamVid on a 2-core CPU, the run whose weights the book uses (chapters 1, 3, 7, 8,
-# 10 and 11).
+# SegFormer-B0 from scratch on CamVid on a 2-core CPU, the run whose weights the book uses (chapters 1, 3, 5, 6,
+# 7, 8, 10 and 11).
 #
 # Run from the repository root, with CamVid at ../shared/data/camvid, $SEGFORMER_DATA or ~/.cache/segformer_edu:
 #     nohup nice bash scripts/cpu_camvid_b0.sh > runs/camvid_b0_cpu.log 2>&1 &

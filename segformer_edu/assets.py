@@ -1,5 +1,5 @@
 """Files the book's chapters read: a CamVid frame, the CamVid models trained on a CPU (SegFormer-B0
-in chapters 1, 3, 7, 8, 10, 11; the CNN it is compared with in chapter 11) and the stored
+in chapters 1, 3, 5, 6, 7, 8, 10, 11; the CNN it is compared with in chapter 11) and the stored
 measurements in ``book/results`` (chapters 8-11).
 
 Inside a checkout the chapters run from ``book/`` and find them there. On Colab a chapter arrives
