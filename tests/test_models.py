@@ -99,7 +99,7 @@ def test_the_prediction_grid_shows_what_evaluate_scores(tmp_path, monkeypatch, s
         seen.append((model.training, tuple(size)))
         return predict_labels(model, images, size, *args, **kwargs)
 
-    monkeypatch.setattr(plots, "predict_labels", recorded)
+    monkeypatch.setattr(inference, "predict_labels", recorded)  # plots imports it when called
     label = torch.zeros(50, 70, dtype=torch.long)
     small_segformer.train()
     plots.save_prediction_grid(small_segformer, [(torch.randn(3, 64, 96), label)], "camvid", tmp_path / "p.png",
