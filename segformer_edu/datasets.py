@@ -77,7 +77,8 @@ def build_split(cfg: TrainConfig, split: str):
     entry = DATASETS[cfg.dataset]
     if split == "train":
         transform = TrainTransform(crop_size=tuple(cfg.crop_size), scale=tuple(cfg.scale),
-                                   ratio_range=tuple(cfg.ratio_range), ignore_index=IGNORE_INDEX)
+                                   ratio_range=tuple(cfg.ratio_range), ignore_index=IGNORE_INDEX,
+                                   photometric=cfg.photometric)
     else:
         transform = EvalTransform(scale=tuple(cfg.val_scale) if cfg.val_scale else None)
     folder_only = {"num_classes": None, "class_names": None, "reduce_zero_label": False,

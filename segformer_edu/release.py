@@ -76,7 +76,7 @@ def run_summary(cfg: TrainConfig, run: Path, best: dict, latest: dict, metrics: 
         "wall_hours": latest["wall_seconds"] / 3600 if latest.get("wall_seconds") else None,
         "best_iteration": best["iteration"], "best_val_miou": best["best_miou"],
         "test_miou": metrics["miou"], "crop_size": cfg.crop_size, "scale": cfg.scale,
-        "ratio_range": cfg.ratio_range, "eval_scale": cfg.val_scale,
+        "ratio_range": cfg.ratio_range, "photometric": cfg.photometric, "eval_scale": cfg.val_scale,
         "model": cfg.model or "b0", "optimizer": cfg.optimizer, "momentum": cfg.momentum,
         "weight_decay": cfg.weight_decay, "power": cfg.power, "min_lr": cfg.min_lr,
         "lr": cfg.lr, "head_lr_mult": cfg.head_lr_mult, "warmup_iters": cfg.warmup_iters,

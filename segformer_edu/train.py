@@ -87,6 +87,8 @@ class TrainConfig:
     scale: tuple[int, int] = arg((2048, 512), "resize target (long, short side) before the random "
                                               "ratio")
     ratio_range: tuple[float, float] = arg((0.5, 2.0), "random resize ratio range")
+    photometric: bool = arg(True, "random brightness, contrast, saturation and hue of each "
+                                  "training crop (mmseg's PhotoMetricDistortion)")
     batch_size: int = arg(8, "images per process per iteration")
     max_iters: int = arg(160_000, "optimizer steps in the whole run")
     lr: float = arg(6e-5, "AdamW base lr (encoder); the decoder gets head_lr_mult times it")

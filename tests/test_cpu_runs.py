@@ -59,21 +59,45 @@ def test_the_two_runs_differ_only_in_the_model_and_its_optimiser(runs):
     assert b0["class_weights"] == cnn["class_weights"] == "enet" and b0["amp"] == cnn["amp"] == "bf16"
 
 
-def test_the_seed_runs_compare_the_models_at_equal_crops(tmp_path):
-    """scripts/cpu_camvid_seeds.sh: B0 at seeds 0-2 and the CNN at seed 1, each 2,200 iterations of batch 8
-    (the stored CNN run's 17,600 crops), differing from the stored runs in nothing but seed and length."""
-    record, fake = tmp_path / "calls", tmp_path / "python"
+def seed_runs(tmp_path: Path, stored: tuple[str, ...] = ()) -> list[list[str]]:
+    """The calls scripts/cpu_camvid_seeds.sh makes, with the runs named in ``stored`` already stored."""
+    record, fake, store = tmp_path / "calls", tmp_path / "python", tmp_path / "seeds"
     fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\0" "$@" >> "{record}"\nprintf "\\n" >> "{record}"\n')
     fake.chmod(0o755)
-    subprocess.run(["bash", "scripts/cpu_camvid_seeds.sh"], cwd=REPO, env=os.environ | {"PYTHON": str(fake)},
-                   check=True)
-    calls = [line.rstrip("\0").split("\0") for line in record.read_text().splitlines()]
-    trains = [asdict(parse_args(call[2:])) for call in calls if call[:2] == ["-m", "segformer_edu.train"]]
-    assert [(c["model"], c["seed"]) for c in trains] == [("b0", 0), ("b0", 1), ("b0", 2),
-                                                         ("deeplabv3plus-mobilenetv2", 1)]
+    for name in stored:
+        (store / name).mkdir(parents=True)
+        (store / name / "summary.json").write_text("{}")
+    subprocess.run(["bash", "scripts/cpu_camvid_seeds.sh"], cwd=REPO, check=True,
+                   env=os.environ | {"PYTHON": str(fake), "STORE": str(store)})
+    return [line.rstrip("\0").split("\0") for line in record.read_text().splitlines()]
+
+
+def trainings(calls: list[list[str]]) -> list[dict]:
+    return [asdict(parse_args(call[2:])) for call in calls if call[:2] == ["-m", "segformer_edu.train"]]
+
+
+def test_the_seed_runs_compare_the_models_at_equal_crops(tmp_path):
+    """scripts/cpu_camvid_seeds.sh: B0 at seeds 0-2, B0 without photometric distortion at seeds 0-2 and the CNN at
+    seed 1, each 2,200 iterations of batch 8 (the stored CNN run's 17,600 crops), differing from the stored runs in
+    nothing but seed and length, and the ablation from B0's in nothing but the colour changes."""
+    calls = seed_runs(tmp_path)
+    trains = trainings(calls)
+    assert [(c["model"], c["seed"], c["photometric"]) for c in trains] == [
+        ("b0", 0, True), ("b0", 1, True), ("b0", 2, True), ("b0", 0, False), ("b0", 1, False), ("b0", 2, False),
+        ("deeplabv3plus-mobilenetv2", 1, True)]
     assert {c["max_iters"] * c["batch_size"] for c in trains} == {17_600}
-    assert len({c["out_dir"] for c in trains}) == 4 and all("seeds" in c["out_dir"] for c in trains)
-    b0, cnn = trains[0], trains[3]
+    assert len({c["out_dir"] for c in trains}) == 7 and all("seeds" in c["out_dir"] for c in trains)
+    b0, ablation, cnn = trains[0], trains[3], trains[6]
     assert {key for key in b0 if b0[key] != cnn[key]} <= OWN | {"seed"}
+    assert {key for key in b0 if b0[key] != ablation[key]} == {"photometric", "out_dir"}
     exports = [call for call in calls if call[0] == "scripts/export_camvid_run.py"]
-    assert all("SEED=" in call[call.index("--command") + 1] for call in exports)
+    commands = [call[call.index("--command") + 1] for call in exports]
+    assert all("SEED=" in command for command in commands)
+    assert ["PHOTOMETRIC=0" in command for command in commands] == [False] * 3 + [True] * 3 + [False]
+
+
+def test_a_stored_seed_run_is_left_as_it_is(tmp_path):
+    """Re-running the script continues the runs not yet stored; a stored one's results (and notes) stay."""
+    trains = trainings(seed_runs(tmp_path, stored=("b0_17600_s0", "b0_no_photometric_17600_s1")))
+    assert [(c["seed"], c["photometric"]) for c in trains if c["model"] == "b0"] == [
+        (1, True), (2, True), (0, False), (2, False)]

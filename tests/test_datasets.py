@@ -41,3 +41,26 @@ def test_a_stored_camvid_model_is_drawn_in_camvid_colours(tmp_path):
     _, info = predict.load_model(str(tmp_path / "m"), torch.device("cpu"))
     assert info["palette"] == list(CAMVID_PALETTE) and info["names"] == list(data.CAMVID_CLASSES)
     assert datasets.entry_of(None, ["a", "b"]) is None
+
+
+
+@pytest.mark.parametrize("photometric", [True, False])
+def test_no_photometric_trains_on_the_frames_own_colours(tiny_dataset, photometric):
+    """--no-photometric (chapter 11's ablation): the whole frame, unscaled and unflipped, keeps its colours."""
+    import numpy as np
+
+    from segformer_edu.transforms import normalize
+
+    cfg = TrainConfig(dataset="camvid", data_root=str(tiny_dataset), photometric=photometric)
+    split, _ = datasets.build_split(cfg, "train")
+    image, _ = split.load(0)
+    h, w = np.asarray(image).shape[:2]
+    transform = split.transform
+    transform.crop_size, transform.scale, transform.ratio_range = (h, w), (max(h, w), min(h, w)), (1.0, 1.0)
+    transform.flip_prob, transform.cat_max_ratio = 0.0, 1.0
+    unchanged = []
+    for seed in range(4):
+        np.random.seed(seed)
+        x, _ = split[0]
+        unchanged.append(np.allclose(x.numpy(), normalize(np.asarray(image), channels_last=False).numpy()))
+    assert all(unchanged) is not photometric and any(unchanged) is not photometric
