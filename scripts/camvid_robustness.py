@@ -4,6 +4,7 @@ CamVid scale; book chapter 11).
     python scripts/camvid_robustness.py              # the stored SegFormer-B0, the 233 test frames
     python scripts/camvid_robustness.py --model segformer-b0=book/results/camvid_b0_cpu \\
         --model deeplabv3plus-mobilenetv2=book/results/<the CNN's folder>
+    python scripts/camvid_robustness.py --adapt-batchnorm cnn-adapted=book/results/camvid_cnn_cpu
     python scripts/camvid_robustness.py --time-only  # seconds per frame of each corruption
 
 Each test frame (CamVid's 233 at 480x360, or ``--frames N`` of them, evenly spaced) is corrupted
@@ -12,7 +13,9 @@ each frame's randomness seeded by (``--seed``, corruption, severity, frame). Eve
 the same corrupted frames as its test run saw the clean ones: resized to the model's evaluation
 scale (``eval_scale`` in its folder's test_metrics.json), logits resized to the 360x480 label,
 void ignored: ``segformer_edu.evaluation.evaluate``. The clean frames are evaluated too, as the
-reference.
+reference. A model given with ``--adapt-batchnorm`` is evaluated on each set of frames (the clean
+ones, each corruption at each severity) after its BatchNorm statistics are re-estimated on that
+set, unlabelled (``segformer_edu.adaptation``, Schneider et al. 2020).
 
 Resumable: --out (default book/results/robustness.json) is rewritten after every (corruption,
 severity, model); the same command continues where a run stopped, and a model named for the first
@@ -30,6 +33,7 @@ from pathlib import Path
 import torch
 
 from segformer_edu import SegFormer, cli, corruptions, data
+from segformer_edu.adaptation import with_batchnorm_statistics_of
 from segformer_edu.cnn import NAME as CNN_NAME
 from segformer_edu.cnn import DeepLabV3Plus
 from segformer_edu.system import cpu_name, machine_record, refuse_under_load
@@ -100,14 +104,36 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
 
 
-def parse_models(specs: list[str]) -> dict[str, Path]:
+def parse_models(specs: list[str], flag: str = "--model") -> dict[str, Path]:
     models = {}
     for spec in specs:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
-            raise ValueError(f"--model expects NAME=FOLDER, got {spec!r}")
+            raise ValueError(f"{flag} expects NAME=FOLDER, got {spec!r}")
+        if name in models:
+            raise ValueError(f"{flag} names {name!r} twice: give each model its own name")
         models[name] = Path(folder)
     return models
+
+
+def requested_models(args) -> dict[str, tuple[Path, bool]]:
+    """{name: (folder, adapt its BatchNorm statistics)} of --model and --adapt-batchnorm."""
+    plain = parse_models(args.model or ([] if args.adapt_batchnorm else list(DEFAULT_MODELS)))
+    adapted = parse_models(args.adapt_batchnorm or [], "--adapt-batchnorm")
+    if set(plain) & set(adapted):
+        raise ValueError(f"{sorted(set(plain) & set(adapted))[0]!r} is named by --model and "
+                         "--adapt-batchnorm: give the adapted model its own name")
+    return {name: (folder, False) for name, folder in plain.items()} | {
+        name: (folder, True) for name, folder in adapted.items()}
+
+
+def score(model: torch.nn.Module, frames: Frames, adapt: bool) -> dict:
+    """``evaluate`` on ``frames``; with ``adapt``, BatchNorm statistics re-estimated on them first."""
+    if adapt:
+        model = with_batchnorm_statistics_of(
+            model, torch.stack([frames[index][0] for index in range(len(frames))]))
+    metrics = evaluate(model, frames, len(data.CAMVID_CLASSES), torch.device("cpu"))
+    return {key: metrics[key] for key in KEPT}
 
 
 def read_results(path: Path, settings: dict) -> dict:
@@ -131,12 +157,12 @@ def write_atomic(path: Path, record: dict) -> None:
 
 
 def run(args) -> dict:
-    requested = parse_models(args.model or list(DEFAULT_MODELS))
+    requested = requested_models(args)
     names = [corruptions.check_name(name)
              for name in (args.corruptions or corruptions.CORRUPTIONS)]
     models = {}
-    for name, folder in requested.items():  # every model loads before any work starts
-        models[name] = (load_model(folder), EvalTransform(scale=eval_scale(folder)), folder)
+    for name, (folder, adapt) in requested.items():  # every model loads before any work starts
+        models[name] = (load_model(folder), EvalTransform(scale=eval_scale(folder)), folder, adapt)
     test_set = data.camvid(args.data_root, "test")
     indices = frame_indices(len(test_set), args.frames)
     settings = {"frames": indices, "seed": args.seed, "severities": corruptions.SEVERITIES,
@@ -145,19 +171,22 @@ def run(args) -> dict:
     record = read_results(args.out, settings)
     record |= {"classes": list(data.CAMVID_CLASSES), "groups": corruptions.GROUPS,
                "machine": cpu_name()}
-    for name, (model, transform, folder) in models.items():
+    for name, (model, transform, folder, adapt) in models.items():
         known = record["models"].get(name)
         digest = weights_digest(folder)
         if known is not None and known["weights_sha256"] != digest:
             raise ValueError(f"{args.out} has results of other weights named {name!r}: pass "
                              "another --out or another name")
+        if known is not None and known.get("batchnorm_adapted", False) != adapt:
+            raise ValueError(f"{args.out} has results of {name!r} with"
+                             f"{'out' if adapt else ''} BatchNorm adaptation: pass another --out "
+                             "or another name")
         if known is None:
             clean = [test_set.load(index) for index in indices]
-            metrics = evaluate(model, Frames(clean, transform), len(data.CAMVID_CLASSES),
-                               torch.device("cpu"), names=list(data.CAMVID_CLASSES))
+            metrics = score(model, Frames(clean, transform), adapt)
             record["models"][name] = {"folder": shown_path(folder), "weights_sha256": digest,
                                       "eval_scale": transform.scale and list(transform.scale),
-                                      "clean": {key: metrics[key] for key in KEPT}}
+                                      "batchnorm_adapted": adapt, "clean": metrics}
             write_atomic(args.out, record)
             print(f"{name}: clean mIoU {100 * metrics['miou']:.2f} % on {len(indices)} frames",
                   flush=True)
@@ -169,10 +198,8 @@ def run(args) -> dict:
                 continue
             samples = corruptions.corrupt_frames(test_set, indices, name, severity, args.seed)
             for model_name in missing:
-                model, transform, _ = models[model_name]
-                metrics = evaluate(model, Frames(samples, transform), len(data.CAMVID_CLASSES),
-                                   torch.device("cpu"))
-                entry[model_name] = {key: metrics[key] for key in KEPT}
+                model, transform, _, adapt = models[model_name]
+                entry[model_name] = metrics = score(model, Frames(samples, transform), adapt)
                 write_atomic(args.out, record)
                 print(f"{name} {severity}: {model_name} mIoU {100 * metrics['miou']:.2f} %",
                       flush=True)
@@ -203,8 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="python scripts/camvid_robustness.py",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", metavar="NAME=FOLDER",
-                        help=f"a stored model to test (repeat for several; default "
-                             f"{' '.join(DEFAULT_MODELS)})")
+                        help=f"a stored model to test (repeat for several; default, without "
+                             f"--adapt-batchnorm: {' '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--adapt-batchnorm", action="append", metavar="NAME=FOLDER",
+                        help="a stored model with BatchNorm to test with its statistics "
+                             "re-estimated on each set of frames it is tested on (repeat for "
+                             "several)")
     parser.add_argument("--out", type=Path, default=RESULTS / "robustness.json")
     parser.add_argument("--frames", type=int, default=None,
                         help="test on this many frames, evenly spaced (default: all 233)")

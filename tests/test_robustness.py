@@ -162,3 +162,34 @@ def test_the_script_refuses_a_folder_without_its_test_scale(tmp_path, camvid_roo
 
 def test_versions_name_the_corruption_package():
     assert corruptions.versions()["imagecorruptions-imaug"] == "1.1.5"
+
+
+def test_the_script_adapts_batchnorm_on_each_set_of_frames(tmp_path, camvid_root, capsys):
+    """--adapt-batchnorm: the CNN's statistics re-estimated on the very frames it is scored on."""
+    from segformer_edu.adaptation import with_batchnorm_statistics_of
+
+    cnn_folder = tmp_path / "cnn"
+    torch.manual_seed(0)
+    DeepLabV3Plus.from_config(num_classes=11).save_pretrained(cnn_folder)
+    (cnn_folder / "test_metrics.json").write_text(json.dumps({"eval_scale": [240, 180]}))
+    models = ["--model", f"cnn={cnn_folder}", "--adapt-batchnorm", f"cnn-adapted={cnn_folder}"]
+    status, out = run(tmp_path, camvid_root, "--frames", "2", "--corruptions", "contrast", *models)
+    assert status == 0
+    record = json.loads(out.read_text())
+    assert record["models"]["cnn-adapted"]["batchnorm_adapted"] is True
+    assert record["models"]["cnn"]["batchnorm_adapted"] is False
+    # the adapted score is the plain evaluation of the model adapted on those two frames
+    frames = robustness.Frames(corruptions.corrupt_frames(robustness.data.camvid(camvid_root, "test"),
+                                                          [0, 116], "contrast", 5, 0),
+                               robustness.EvalTransform(scale=(240, 180)))
+    model = robustness.load_model(cnn_folder)
+    adapted = with_batchnorm_statistics_of(model, torch.stack([frames[0][0], frames[1][0]]))
+    expected = robustness.evaluate(adapted, frames, 11, torch.device("cpu"))["miou"]
+    assert record["results"]["contrast"]["5"]["cnn-adapted"]["miou"] == expected
+    # the same name again without adaptation is refused, before any work
+    stored = out.read_text()
+    capsys.readouterr()
+    assert run(tmp_path, camvid_root, "--frames", "2", "--corruptions", "contrast",
+               "--model", f"cnn-adapted={cnn_folder}")[0] == 1
+    assert "'cnn-adapted' with BatchNorm adaptation" in capsys.readouterr().err
+    assert out.read_text() == stored
