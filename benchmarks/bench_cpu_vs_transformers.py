@@ -1,8 +1,9 @@
 """SegFormer-B0 on a CPU: segformer_edu against transformers' SegformerForSemanticSegmentation, the same
 weights, forward (eval) and full training steps (train mode: forward, cross-entropy on logits upsampled to the
-labels, backward, AdamW), in float32 and under bf16 autocast (book chapter 9).
+labels, backward, AdamW), in float32 and under bf16 autocast (book chapter 9). Ours runs twice: its decoder in
+the paper's order, and fused before upsampling (``fuse_first``, the same function; decoder.py).
 
-Both models run in one process, interleaved (ours, theirs, ours, ...), so that whatever else the machine does
+The models run in one process, interleaved (ours, ours fused first, theirs, ours, ...), so that whatever else the machine does
 hits both alike; the median of each setting's timed calls is reported. The training step is the CPU recipe's
 (chapter 8): batch 8, 180x240 crops, 11 classes. The script refuses to start under load, and records the
 processor, its native bf16 instruction sets, the threads and the load average before and after.
@@ -12,6 +13,7 @@ processor, its native bf16 instruction sets, the threads and the load average be
 """
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -31,13 +33,17 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def twin_models(num_classes: int) -> dict:
-    """Ours and transformers', with the same random weights (written by our save_pretrained)."""
+    """Ours (in both decoder orders) and transformers', with the same random weights (written by our
+    save_pretrained)."""
     torch.manual_seed(0)
     ours = SegFormer.from_config("b0", num_classes=num_classes)
+    fused = copy.deepcopy(ours)
+    fused.decoder.fuse_first = True
     with tempfile.TemporaryDirectory() as folder:
         save_pretrained(ours, folder)
         theirs = SegformerForSemanticSegmentation.from_pretrained(folder)
-    return {"segformer_edu": (ours, ours), "transformers": (theirs, lambda x: theirs(pixel_values=x).logits)}
+    return {"segformer_edu": (ours, ours), "segformer_edu, fuse first": (fused, fused),
+            "transformers": (theirs, lambda x: theirs(pixel_values=x).logits)}
 
 
 def training_step(model, logits_of, optimizer, images, labels, dtype) -> None:
@@ -89,9 +95,12 @@ def main():
             seconds = interleaved(models, step, images, labels, dtype, args.steps, args.warmup, train)
             speed = {name: args.batch / value for name, value in seconds.items()}
             ratio = speed["segformer_edu"] / speed["transformers"]
-            print(f"{mode:13s} {dtype_name}: segformer_edu {speed['segformer_edu']:5.1f} images/s, "
-                  f"transformers {speed['transformers']:5.1f}: {ratio:.2f}x", flush=True)
-            rows.append({"mode": mode, "dtype": dtype_name, "images_per_s": speed, "ratio": ratio})
+            ratio_fused = speed["segformer_edu, fuse first"] / speed["transformers"]
+            print(f"{mode:13s} {dtype_name}: segformer_edu {speed['segformer_edu']:5.1f} images/s "
+                  f"({ratio:.2f}x), fused first {speed['segformer_edu, fuse first']:5.1f} "
+                  f"({ratio_fused:.2f}x), transformers {speed['transformers']:5.1f}", flush=True)
+            rows.append({"mode": mode, "dtype": dtype_name, "images_per_s": speed, "ratio": ratio,
+                         "ratio_fuse_first": ratio_fused})
     result = machine_record(load_before) | {"model": "SegFormer-B0, 11 classes", "batch": args.batch,
                                             "crop": list(args.crop), "steps": args.steps, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -73,8 +73,8 @@ def to_onnx(model: nn.Module, path, opset: int | None = None, dynamic: bool = Tr
     """
     try:
         import onnx
-        # noqa: F401  (the dynamo exporter's translator; checked here to name both in one message)
-        import onnxscript
+        # the dynamo exporter's translator, imported here so that one message names both
+        import onnxscript  # noqa: F401
     except ImportError as error:
         raise ImportError("export needs onnx and onnxscript: pip install onnx onnxscript"
                           ) from error

@@ -100,7 +100,8 @@ def count_macs(model: SegFormer, height: int, width: int, convention: Convention
     Runs on the model's device; a model on ``torch.device("meta")`` (see ``meta_model``) counts
     B5 at 1024 x 2048 in milliseconds, because meta tensors have shapes but no data.
     ``extra_rules``: {module type: rule(module, args, output) -> MACs} for modules SegFormer does
-    not have (another model's), checked before the package's rules.
+    not have (another model's), checked before the package's rules. The decoder is counted in the
+    paper's order, whichever order it is set to run in (``fuse_first``, decoder.py).
     """
     counts: dict[str, int] = defaultdict(int)
     rules = dict(extra_rules or {})
@@ -117,12 +118,18 @@ def count_macs(model: SegFormer, height: int, width: int, convention: Convention
     handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
                if isinstance(module, (*COUNTED, *rules))]
     was_training = model.training
+    decoder = getattr(model, "decoder", None)
+    fuse_first = getattr(decoder, "fuse_first", False)
     try:
         model.eval()
+        if fuse_first:
+            decoder.fuse_first = False
         device = next(model.parameters()).device
         model(torch.empty(1, model.config.in_channels, height, width, device=device))
     finally:
         model.train(was_training)
+        if fuse_first:
+            decoder.fuse_first = True
         for handle in handles:
             handle.remove()
     return dict(counts)

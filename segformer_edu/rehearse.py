@@ -20,7 +20,6 @@ validation runs. What differs from the real run, and is printed:
   memory of the data are the run's.
 """
 
-import argparse
 import json
 import os
 import resource

@@ -46,7 +46,8 @@ LOCK_FILE = ".lock"  # held while a run uses the folder (RunFolderLock); not a r
 
 # settings free to change on resume: where and how fast the run works, when it validates and logs
 RESTARTABLE = {"data_root", "out_dir", "resume", "overwrite", "progress", "stop_at", "num_workers",
-               "in_memory", "test", "save_minutes", "val_images", "val_interval", "log_interval"}
+               "in_memory", "test", "save_minutes", "val_images", "val_interval", "log_interval",
+               "fuse_first"}
 # applied on resume: the lr schedule, recomputed with them from the iteration reached
 SCHEDULE_SETTINGS = ("lr", "weight_decay", "max_iters", "min_lr", "power", "warmup_iters",
                      "warmup_ratio")

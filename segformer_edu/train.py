@@ -111,6 +111,9 @@ class TrainConfig:
     label_smoothing: float = arg(0.0, "cross-entropy label smoothing")
     drop_path_rate: float | None = arg(None, "stochastic depth rate of the last block (default: "
                                              "the variant's, 0.1)")
+    fuse_first: bool = arg(False, "SegFormer: run the decoder's fuse at each stage's resolution, "
+                                  "before upsampling: the same function, computed faster "
+                                  "(decoder.py, chapter 9)")
     ema_decay: float | None = arg(None, "validate and keep an exponential moving average of the "
                                         "weights with this decay per iteration (e.g. 0.999)")
     val_interval: int = arg(4000, "validate (and save latest.pt) every this many iterations")
@@ -157,8 +160,12 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         return cnn.DeepLabV3Plus.from_config(cfg.model, num_classes=num_classes)
     overrides = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
     if cfg.pretrained:
-        return SegFormer.from_pretrained(cfg.pretrained, num_classes=num_classes, **overrides)
-    return SegFormer.from_config(cfg.model or DEFAULT_MODEL, num_classes=num_classes, **overrides)
+        model = SegFormer.from_pretrained(cfg.pretrained, num_classes=num_classes, **overrides)
+    else:
+        model = SegFormer.from_config(cfg.model or DEFAULT_MODEL, num_classes=num_classes,
+                                      **overrides)
+    model.decoder.fuse_first = cfg.fuse_first
+    return model
 
 
 def loss_options(cfg: TrainConfig, train_pixels: np.ndarray) -> dict:

@@ -32,6 +32,9 @@ def check_cnn_config(cfg: TrainConfig) -> None:
                          "drop --pretrained")
     if cfg.drop_path_rate is not None:
         raise ValueError(f"--drop-path-rate is SegFormer's stochastic depth; {cnn.NAME} has none")
+    if cfg.fuse_first:
+        raise ValueError(f"--fuse-first reorders SegFormer's decoder; {cnn.NAME} has another: "
+                         "drop --fuse-first")
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size {cfg.batch_size}: {cnn.NAME}'s BatchNorm after image "
                          "pooling needs at least 2 images per step")

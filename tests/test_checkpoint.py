@@ -44,11 +44,13 @@ def images():
     return torch.randn(2, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
 
 
+@pytest.mark.parametrize("fuse_first", [False, True], ids=["paper order", "fuse first"])
 @pytest.mark.parametrize("config", [{}, B2], ids=["b0", "b2"])
-def test_hf_checkpoint_gives_the_same_logits(config, images, tmp_path):
+def test_hf_checkpoint_gives_the_same_logits(config, fuse_first, images, tmp_path):
     hf = hf_segmentation(**config)
     hf.save_pretrained(tmp_path)
     ours = SegFormer.from_pretrained(tmp_path).eval()
+    ours.decoder.fuse_first = fuse_first
     assert ours.config.variant_name() == ("b2" if config else "b0")
     assert ours.config.num_classes == 11
     with torch.no_grad():

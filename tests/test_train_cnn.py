@@ -61,6 +61,7 @@ def test_cnn_parameter_groups_and_the_sgd_schedule_to_min_lr():
 @pytest.mark.parametrize("change, message", [
     ({"pretrained": "nvidia/mit-b0"}, "trains from scratch"),
     ({"drop_path_rate": 0.1}, "has none"),
+    ({"fuse_first": True}, "drop --fuse-first"),
     ({"batch_size": 1}, "at least 2 images"),
     ({"optimizer": "lamb"}, "--optimizer must be one of adamw, sgd"),
     ({"min_lr": 0.5}, "--min-lr 0.5 must lie in"),
