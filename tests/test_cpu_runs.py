@@ -101,3 +101,17 @@ def test_a_stored_seed_run_is_left_as_it_is(tmp_path):
     trains = trainings(seed_runs(tmp_path, stored=("b0_17600_s0", "b0_no_photometric_17600_s1")))
     assert [(c["seed"], c["photometric"]) for c in trains if c["model"] == "b0"] == [
         (1, True), (2, True), (0, False), (2, False)]
+
+
+def test_the_recipe_benchmark_times_the_seed_runs_recipe(tmp_path):
+    """benchmarks/bench_cpu_recipe.py writes the recipe again in Python: it must stay the B0 seed runs' own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_cpu_recipe", REPO / "benchmarks" / "bench_cpu_recipe.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    b0 = trainings(seed_runs(tmp_path))[0]
+    for key, value in bench.RECIPE.items():
+        if key != "progress":
+            assert (list(value) if isinstance(value, tuple) else value) == (
+                list(b0[key]) if isinstance(b0[key], tuple) else b0[key]), key

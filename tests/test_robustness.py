@@ -136,19 +136,23 @@ def test_the_script_end_to_end_on_two_frames(tmp_path, camvid_root, capsys):
     assert "other settings (seed)" in capsys.readouterr().err and out.read_text() == stored
 
 
+def stored_cnn(folder, seed: int = 0):
+    """A CNN with random weights (``seed``) stored as a test run stores it, with its test scale."""
+    torch.manual_seed(seed)
+    DeepLabV3Plus.from_config(num_classes=11).save_pretrained(folder)
+    (folder / "test_metrics.json").write_text(json.dumps({"eval_scale": [240, 180]}))
+    return folder
+
+
 def test_the_script_adds_the_cnn_beside_and_refuses_other_weights(tmp_path, camvid_root, capsys):
-    cnn_folder = tmp_path / "cnn"
-    torch.manual_seed(0)
-    DeepLabV3Plus.from_config(num_classes=11).save_pretrained(cnn_folder)
-    (cnn_folder / "test_metrics.json").write_text(json.dumps({"eval_scale": [240, 180]}))
+    cnn_folder = stored_cnn(tmp_path / "cnn")
     models = ["--model", f"segformer-b0={STORED_B0}", "--model", f"cnn={cnn_folder}"]
     status, out = run(tmp_path, camvid_root, "--frames", "1", "--corruptions", "contrast", *models)
     assert status == 0
     record = json.loads(out.read_text())
     assert set(record["results"]["contrast"]["5"]) == {"segformer-b0", "cnn"}
     assert record["models"]["cnn"]["folder"] == "cnn"  # outside the repository: its name only
-    torch.manual_seed(1)
-    DeepLabV3Plus.from_config(num_classes=11).save_pretrained(cnn_folder)  # other weights
+    stored_cnn(cnn_folder, seed=1)  # other weights
     assert run(tmp_path, camvid_root, "--frames", "1", "--corruptions", "contrast", *models)[0] == 1
     assert "other weights named 'cnn'" in capsys.readouterr().err
 
@@ -168,10 +172,7 @@ def test_the_script_adapts_batchnorm_on_each_set_of_frames(tmp_path, camvid_root
     """--adapt-batchnorm: the CNN's statistics re-estimated on the very frames it is scored on."""
     from segformer_edu.adaptation import with_batchnorm_statistics_of
 
-    cnn_folder = tmp_path / "cnn"
-    torch.manual_seed(0)
-    DeepLabV3Plus.from_config(num_classes=11).save_pretrained(cnn_folder)
-    (cnn_folder / "test_metrics.json").write_text(json.dumps({"eval_scale": [240, 180]}))
+    cnn_folder = stored_cnn(tmp_path / "cnn")
     models = ["--model", f"cnn={cnn_folder}", "--adapt-batchnorm", f"cnn-adapted={cnn_folder}"]
     status, out = run(tmp_path, camvid_root, "--frames", "2", "--corruptions", "contrast", *models)
     assert status == 0
