@@ -20,7 +20,10 @@ set, unlabelled (``segformer_edu.adaptation``, Schneider et al. 2020).
 Resumable: --out (default book/results/robustness.json) is rewritten after every (corruption,
 severity, model); the same command continues where a run stopped, and a model named for the first
 time is added beside the others. Results of other settings (frames, seed, severities, library
-versions) or of other weights under the same model name are refused rather than mixed.
+versions) or of other weights under the same model name are refused rather than mixed. With
+``--frames-cache DIR`` each set of corrupted frames is also kept in DIR (about 40 MB per set of 80
+frames), under a folder named by the settings, so that a model added later is tested on the same
+pixels without making them again.
 """
 
 import hashlib
@@ -30,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from segformer_edu import SegFormer, cli, corruptions, data
@@ -149,6 +153,26 @@ def read_results(path: Path, settings: dict) -> dict:
     return stored
 
 
+def corrupted_frames(test_set, indices: list[int], name: str, severity: int, settings: dict,
+                     cache: Path | None) -> list:
+    """``corruptions.corrupt_frames`` of the test frames ``indices``; with ``cache``, read from it
+    when it holds them (made with the same ``settings``), else made and stored in it."""
+    if cache is None:
+        return corruptions.corrupt_frames(test_set, indices, name, severity, settings["seed"])
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache / key / f"{name}_{severity}.npy"
+    if path.exists():
+        images = np.load(path)  # (frames, H, W, 3) uint8
+        return [(image, test_set.load(index)[1]) for image, index in zip(images, indices)]
+    samples = corruptions.corrupt_frames(test_set, indices, name, severity, settings["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
+    temporary = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(temporary, np.stack([image for image, _ in samples]))
+    os.replace(temporary, path)
+    return samples
+
+
 def write_atomic(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
@@ -196,7 +220,8 @@ def run(args) -> dict:
             missing = [model_name for model_name in models if model_name not in entry]
             if not missing:
                 continue
-            samples = corruptions.corrupt_frames(test_set, indices, name, severity, args.seed)
+            samples = corrupted_frames(test_set, indices, name, severity, settings,
+                                       args.frames_cache)
             for model_name in missing:
                 model, transform, _, adapt = models[model_name]
                 entry[model_name] = metrics = score(model, Frames(samples, transform), adapt)
@@ -241,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="test on this many frames, evenly spaced (default: all 233)")
     parser.add_argument("--corruptions", nargs="+", default=None,
                         help="only these (default: the 16 of segformer_edu.corruptions)")
+    parser.add_argument("--frames-cache", type=Path, default=None, metavar="DIR",
+                        help="keep each set of corrupted frames in DIR, and read it from there "
+                             "when a later run needs it (default: make them every time)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corruptions' randomness")
     parser.add_argument("--data-root", default=None, help="CamVid folder (default: as the trainer)")
     parser.add_argument("--time-only", action="store_true",

@@ -194,3 +194,30 @@ def test_the_script_adapts_batchnorm_on_each_set_of_frames(tmp_path, camvid_root
                "--model", f"cnn-adapted={cnn_folder}")[0] == 1
     assert "'cnn-adapted' with BatchNorm adaptation" in capsys.readouterr().err
     assert out.read_text() == stored
+
+
+def test_a_model_added_later_reads_the_cached_frames(tmp_path, camvid_root, monkeypatch):
+    """--frames-cache: the second run tests a new model on the stored pixels, making none again,
+    and scores exactly what a run without the cache scores."""
+    cnn_folder = stored_cnn(tmp_path / "cnn")
+    cache = ["--frames-cache", str(tmp_path / "cache")]
+    subset = ["--frames", "2", "--corruptions", "contrast"]
+    assert run(tmp_path, camvid_root, *subset, *cache)[0] == 0
+    (stored,) = (tmp_path / "cache").iterdir()
+    assert sorted(path.name for path in stored.iterdir()) == [
+        "contrast_1.npy", "contrast_2.npy", "contrast_3.npy", "contrast_4.npy", "contrast_5.npy",
+        "settings.json"]
+
+    def refuse(*args):
+        raise AssertionError("made the corrupted frames again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(corruptions, "corrupt_frames", refuse)
+        models = ["--model", f"segformer-b0={STORED_B0}", "--model", f"cnn={cnn_folder}"]
+        assert run(tmp_path, camvid_root, *subset, *cache, *models)[0] == 0
+    cached = json.loads((tmp_path / "robustness.json").read_text())["results"]["contrast"]
+    fresh_dir = tmp_path / "fresh"
+    fresh_dir.mkdir()
+    assert run(fresh_dir, camvid_root, *subset, "--model", f"cnn={cnn_folder}")[0] == 0
+    fresh = json.loads((fresh_dir / "robustness.json").read_text())["results"]["contrast"]
+    assert all(cached[s]["cnn"] == fresh[s]["cnn"] for s in "12345")
