@@ -1,6 +1,6 @@
 """Short runs of SegFormer-B0 from scratch on CamVid on a CPU (book chapter 8): what the from-scratch recipe
-should be. Every run has the same budget (--iters optimizer steps of batch 8, seed 0, so the same data order)
-and its own short schedule (10 % linear warm-up, then poly decay to 0), and is validated once, on the 101 val
+should be. Every run has the same budget (--iters optimizer steps of batch 8, seed 0, so the same data order;
+the lever sweep repeats every run at each of --seeds) and its own short schedule (10 % linear warm-up, then poly decay to 0), and is validated once, on the 101 val
 frames; the test frames are never read.
 
 ``lr`` (the first sweep, fp32, ``sweep.json``):
@@ -15,14 +15,15 @@ frames; the test frames are never read.
   other.
 
 ``levers`` (the second, at lr 1e-3 in bf16, ``levers.json``): one change at a time against the same base run,
+  each run at every seed of --seeds (default 0 1 2), so that the base's own seeds measure the noise:
   - the loss: ENet's class weights, median-frequency balancing, OHEM (thresh 0.7);
   - resolution: crops of native frames, frames at 3/4 size, against the base's half-size frames;
   - regularisation: stochastic depth 0 and 0.2 (base 0.1), a 3x longer warm-up, a moving average of the
     weights, label smoothing 0.1;
-  - a second seed of the base run: how far two runs differing only in their random draws land apart;
-  then every change that beat the base by more than that, together.
+  then every change whose mean over the seeds beat the base's by more than twice the standard error of the
+  difference (sqrt(sd_change^2 / n + sd_base^2 / n)), together, at the same seeds.
 
-    python scripts/cpu_camvid_sweep.py levers                # ~30 min on 2 cores
+    python scripts/cpu_camvid_sweep.py levers                # ~100 min on 2 cores (3 seeds)
     python scripts/cpu_camvid_sweep.py cnn --iters 150       # ~30 min on 2 cores
     python scripts/cpu_camvid_sweep.py levers --iters 4 --runs-dir /tmp/sweep --out /tmp/sweep  # a smoke test
 
@@ -32,6 +33,7 @@ Each finished row is kept in RUNS_DIR/rows.json, so a killed sweep continues whe
 import argparse
 import json
 import shutil
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -93,7 +95,6 @@ def lever_runs(iters: int) -> dict[str, tuple[str, dict]]:
     """name: (lever group, changes to the base run)."""
     return {
         "base": ("base", {}),
-        "base, seed 1": ("noise", {"seed": 1}),
         "ENet class weights": ("loss", {"class_weights": "enet"}),
         "median-frequency weights": ("loss", {"class_weights": "median"}),
         "OHEM 0.7": ("loss", {"ohem_thresh": 0.7, "ohem_min_kept": OHEM_MIN_KEPT}),
@@ -107,19 +108,34 @@ def lever_runs(iters: int) -> dict[str, tuple[str, dict]]:
     }
 
 
+def over_seeds(rows: list[dict]) -> dict[str, list[float]]:
+    """Each run's validation mIoUs, one per seed (a diverged run counts as 0)."""
+    values = {}
+    for row in rows:
+        values.setdefault(row["name"], []).append(row["miou"] or 0.0)
+    return values
+
+
+def beats_base(values: list[float], base: list[float]) -> bool:
+    """The mean gain is more than twice its standard error (about a 95 % test for normal noise)."""
+    n, n_base = len(values), len(base)
+    if min(n, n_base) < 2:
+        raise ValueError("telling a gain from the noise takes at least two seeds of each run")
+    spread = (statistics.variance(values) / n + statistics.variance(base) / n_base) ** 0.5
+    return statistics.mean(values) - statistics.mean(base) > 2 * spread
+
+
 def combined_changes(rows: list[dict], runs: dict) -> tuple[list[str], dict]:
-    """The changes that beat the base by more than the two seeds differ, at most one per group but
+    """The changes that beat the base over the seeds (``beats_base``), at most one per group but
     regularisation (the best loss, the best resolution)."""
-    by_name = {row["name"]: row for row in rows}
-    base = by_name["base"]["miou"]
-    noise = abs(by_name["base, seed 1"]["miou"] - base)
-    winners = [row for row in rows if row["miou"] is not None and row["miou"] > base + noise
-               and runs[row["name"]][0] not in ("base", "noise")]
+    values = over_seeds(rows)
+    winners = [name for name in values if name in runs and runs[name][0] != "base"
+               and beats_base(values[name], values["base"])]
     chosen = {}
-    for row in sorted(winners, key=lambda r: -r["miou"]):
-        group = runs[row["name"]][0]
-        if group == "regularisation" or group not in {runs[name][0] for name in chosen}:
-            chosen[row["name"]] = runs[row["name"]][1]
+    for name in sorted(winners, key=lambda name: -statistics.mean(values[name])):
+        group = runs[name][0]
+        if group == "regularisation" or group not in {runs[other][0] for other in chosen}:
+            chosen[name] = runs[name][1]
     return list(chosen), {key: value for changes in chosen.values() for key, value in changes.items()}
 
 
@@ -144,14 +160,18 @@ def cnn_sweep(args) -> list[dict]:
         for name, changes in CNN_OPTIMISERS.items()})
 
 
-def resumable_rows(args, base: TrainConfig, runs: dict) -> list[dict]:
-    """Run every (group, changes) of ``runs`` not yet in RUNS_DIR/rows.json; all rows."""
+def resumable_rows(args, base: TrainConfig, runs: dict, seeds=(0,)) -> list[dict]:
+    """Run every (group, changes) of ``runs`` at each of ``seeds``, seed by seed, unless its row is
+    already in RUNS_DIR/rows.json; all rows."""
     done_path = Path(args.runs_dir) / "rows.json"
     rows = json.loads(done_path.read_text()) if done_path.exists() else []
-    done = {row["name"] for row in rows}
-    for name, (group, changes) in runs.items():
-        if name not in done:
-            cfg = replace(base, out_dir=f"{args.runs_dir}/{slug(name)}", **changes)
+    done = {(row["name"], row["seed"]) for row in rows}
+    for seed in seeds:
+        for name, (group, changes) in runs.items():
+            if (name, seed) in done:
+                continue
+            folder = slug(name) if seed == 0 else f"{slug(name)}_seed{seed}"
+            cfg = replace(base, out_dir=f"{args.runs_dir}/{folder}", seed=seed, **changes)
             shutil.rmtree(cfg.out_dir, ignore_errors=True)  # a run killed half-way starts again
             rows.append(run(name, cfg) | {"group": group})
             done_path.write_text(json.dumps(rows, indent=1))
@@ -165,28 +185,29 @@ def slug(name: str) -> str:
 def lever_sweep(args) -> list[dict]:
     base = base_config(args.iters, amp="bf16", lr=LEVER_LR)
     runs = lever_runs(args.iters)
-    rows = resumable_rows(args, base, runs)
-    done = {row["name"] for row in rows}
-    done_path = Path(args.runs_dir) / "rows.json"
+    rows = resumable_rows(args, base, runs, args.seeds)
     names, changes = combined_changes(rows, runs)
-    if len(names) > 1 and "combined" not in done:
-        cfg = replace(base, out_dir=f"{args.runs_dir}/combined", **changes)
-        shutil.rmtree(cfg.out_dir, ignore_errors=True)
-        rows.append(run("combined", cfg) | {"group": "combined", "combines": names})
-        done_path.write_text(json.dumps(rows, indent=1))
-    return rows
+    if len(names) < 2:
+        return rows
+    rows = resumable_rows(args, base, {"combined": ("combined", changes)}, args.seeds)
+    return [row | {"combines": names} if row["name"] == "combined" else row for row in rows]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", choices=("lr", "levers", "cnn"), help="which sweep (see above)")
     parser.add_argument("--iters", type=int, default=300, help="optimizer steps of every run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="levers: the seeds every run is repeated at (at least two)")
     parser.add_argument("--bf16-iters", type=int, default=100, help="lr sweep: steps of the bf16 comparison")
     parser.add_argument("--runs-dir", default=None, help="the runs' folders (default: runs/sweep_SWEEP)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder of the sweep's json (default: book/results/camvid_b0_cpu, for cnn "
                              "book/results/camvid_cnn_cpu)")
     args = parser.parse_args()
+    if args.sweep == "levers" and len(set(args.seeds)) < 2:
+        parser.error("levers needs at least two different --seeds to measure its noise, "
+                     "e.g. --seeds 0 1 2")
     args.runs_dir = args.runs_dir or f"runs/sweep_{args.sweep}"
     args.out = args.out or RESULTS / OUT_DIRS[args.sweep]
     Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
