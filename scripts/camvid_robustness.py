@@ -165,8 +165,9 @@ def corrupted_frames(test_set, indices: list[int], name: str, severity: int, set
         images = np.load(path)  # (frames, H, W, 3) uint8
         return [(image, test_set.load(index)[1]) for image, index in zip(images, indices)]
     samples = corruptions.corrupt_frames(test_set, indices, name, severity, settings["seed"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (path.parent / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
+    if not path.parent.exists():  # a new folder: say once which settings made its frames
+        path.parent.mkdir(parents=True)
+        (path.parent / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     temporary = path.with_name(f".{path.stem}.tmp.npy")
     np.save(temporary, np.stack([image for image, _ in samples]))
     os.replace(temporary, path)
