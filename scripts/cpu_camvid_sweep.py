@@ -1,7 +1,7 @@
 """Short runs of SegFormer-B0 from scratch on CamVid on a CPU (book chapter 8): what the from-scratch recipe
 should be. Every run has the same budget (--iters optimizer steps of batch 8, seed 0, so the same data order;
-the lever sweep repeats every run at each of --seeds) and its own short schedule (10 % linear warm-up, then poly decay to 0), and is validated once, on the 101 val
-frames; the test frames are never read.
+the lever sweep repeats every run at each of --seeds) and its own short schedule (10 % linear warm-up, then poly
+decay to 0), and is validated once, on the 101 val frames; the test frames are never read.
 
 ``lr`` (the first sweep, fp32, ``sweep.json``):
   1. learning rate, at half resolution (frames 240x180, crops 180x240): the paper's 6e-5 and larger ones;
@@ -39,6 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from segformer_edu.runs import read_jsonl
+from segformer_edu.seeds import beats
 from segformer_edu.train import NonFiniteLossError, TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
@@ -50,8 +51,9 @@ FULL = dict(scale=(480, 360), val_scale=None)
 LEVER_LR = 1e-3  # the lr sweep's best
 # mmseg's OHEM keeps at least 100,000 pixels of a 512x1024 Cityscapes crop (19 %): the same share of 180x240
 OHEM_MIN_KEPT = round(100_000 / (512 * 1024) * 180 * 240)
-ROW_FIELDS = ("model", "optimizer", "lr", "head_lr_mult", "weight_decay", "power", "min_lr", "scale", "crop_size", "amp", "batch_size", "class_weights", "ohem_thresh",
-              "ohem_min_kept", "label_smoothing", "drop_path_rate", "ema_decay", "warmup_iters", "seed", "val_scale")
+ROW_FIELDS = ("model", "optimizer", "lr", "head_lr_mult", "weight_decay", "power", "min_lr", "scale", "crop_size",
+              "amp", "batch_size", "class_weights", "ohem_thresh", "ohem_min_kept",
+              "label_smoothing", "drop_path_rate", "ema_decay", "warmup_iters", "seed", "val_scale")
 
 
 def run(name: str, cfg: TrainConfig) -> dict:
@@ -62,6 +64,8 @@ def run(name: str, cfg: TrainConfig) -> dict:
         result = train(cfg)
         metrics = result["metrics"] or {}  # None when stopped before the (only) validation
         row |= {key: metrics.get(key) for key in ("miou", "acc", "iou", "classes")} | {"status": result["status"]}
+        # as its summary records them: the precision it ran at, the crops it saw, how busy the cores were
+        row |= {key: result[key] for key in ("precision", "images_seen", "load_average")}
     except NonFiniteLossError as error:
         row |= {"miou": None, "status": f"diverged: {error}"}
     row["seconds"] = time.perf_counter() - start
@@ -116,21 +120,12 @@ def over_seeds(rows: list[dict]) -> dict[str, list[float]]:
     return values
 
 
-def beats_base(values: list[float], base: list[float]) -> bool:
-    """The mean gain is more than twice its standard error (about a 95 % test for normal noise)."""
-    n, n_base = len(values), len(base)
-    if min(n, n_base) < 2:
-        raise ValueError("telling a gain from the noise takes at least two seeds of each run")
-    spread = (statistics.variance(values) / n + statistics.variance(base) / n_base) ** 0.5
-    return statistics.mean(values) - statistics.mean(base) > 2 * spread
-
-
 def combined_changes(rows: list[dict], runs: dict) -> tuple[list[str], dict]:
-    """The changes that beat the base over the seeds (``beats_base``), at most one per group but
+    """The changes that beat the base over the seeds (``segformer_edu.seeds.beats``), at most one per group but
     regularisation (the best loss, the best resolution)."""
     values = over_seeds(rows)
     winners = [name for name in values if name in runs and runs[name][0] != "base"
-               and beats_base(values[name], values["base"])]
+               and beats(values[name], values["base"])]
     chosen = {}
     for name in sorted(winners, key=lambda name: -statistics.mean(values[name])):
         group = runs[name][0]
