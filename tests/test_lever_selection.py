@@ -2,6 +2,7 @@
 those whose mean over the seeds beats the base's by more than twice the standard error."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,20 @@ def test_two_winners_make_a_combined_run_at_every_seed(tmp_path, monkeypatch):
     assert [row["seed"] for row in combined] == [0, 1, 2]
     assert all(row["combines"] == ["ENet class weights", "stochastic depth 0"] for row in combined)
     assert all(row["miou"] == pytest.approx(0.35 + 0.002 * row["seed"]) for row in combined)
+
+
+def test_a_killed_run_stops_the_sweep_and_is_not_kept(tmp_path, monkeypatch):
+    """train() returns 'interrupted' when the sweep is killed (SIGTERM): that run is no result, so
+    it stays out of rows.json, the sweep stops, and the same command runs it again."""
+    def fake_train(cfg):
+        status = "interrupted" if cfg.class_weights == "enet" else "finished"
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        return {"status": status, "metrics": {"miou": 0.28}, "precision": "bf16",
+                "images_seen": 8 * cfg.max_iters, "load_average": None}
+
+    monkeypatch.setattr(sweep, "train", fake_train)
+    args = type("Args", (), {"iters": 300, "seeds": [0, 1], "runs_dir": str(tmp_path)})
+    with pytest.raises(SystemExit, match="ENet class weights: interrupted"):
+        sweep.lever_sweep(args)
+    kept = json.loads((tmp_path / "rows.json").read_text())
+    assert [(row["name"], row["seed"]) for row in kept] == [("base", 0)]
