@@ -39,7 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from segformer_edu.runs import read_jsonl
-from segformer_edu.seeds import beats
+from segformer_edu.seeds import beats, over_seeds
 from segformer_edu.train import NonFiniteLossError, TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
@@ -112,14 +112,6 @@ def lever_runs(iters: int) -> dict[str, tuple[str, dict]]:
         "EMA 0.99": ("regularisation", {"ema_decay": 0.99}),
         "label smoothing 0.1": ("regularisation", {"label_smoothing": 0.1}),
     }
-
-
-def over_seeds(rows: list[dict]) -> dict[str, list[float]]:
-    """Each run's validation mIoUs, one per seed (a diverged run counts as 0)."""
-    values = {}
-    for row in rows:
-        values.setdefault(row["name"], []).append(row["miou"] or 0.0)
-    return values
 
 
 def combined_changes(rows: list[dict], runs: dict) -> tuple[list[str], dict]:

@@ -9,6 +9,15 @@ more than twice the standard error of that gain, about a 95 % test when the nois
 import statistics
 
 
+def over_seeds(rows: list[dict], key: str = "miou") -> dict[str, list[float]]:
+    """Each run's ``key``, one value per seed, from rows of (name, seed, ...) in seed order; a run
+    that diverged (``None``) counts as 0."""
+    values = {}
+    for row in rows:
+        values.setdefault(row["name"], []).append(row[key] or 0.0)
+    return values
+
+
 def mean_sd(values: list[float]) -> tuple[float, float]:
     """The mean and the sample standard deviation (n - 1) of one run's values over its seeds."""
     if len(values) < 2:

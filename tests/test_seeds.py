@@ -2,7 +2,7 @@
 
 import pytest
 
-from segformer_edu.seeds import beats, gain, mean_sd, mean_sd_text
+from segformer_edu.seeds import beats, gain, mean_sd, mean_sd_text, over_seeds
 
 
 def test_mean_and_sample_spread():
@@ -32,3 +32,9 @@ def test_a_gain_counts_only_beyond_twice_its_error():
 def test_one_seed_has_no_spread():
     with pytest.raises(ValueError, match="at least two seeds"):
         beats([0.4], [0.28, 0.29])
+
+
+def test_values_per_run_in_seed_order_and_a_diverged_run_counts_zero():
+    rows = [{"name": "base", "seed": 0, "miou": 0.28}, {"name": "OHEM", "seed": 0, "miou": None},
+            {"name": "base", "seed": 1, "miou": 0.29}, {"name": "OHEM", "seed": 1, "miou": 0.3}]
+    assert over_seeds(rows) == {"base": [0.28, 0.29], "OHEM": [0.0, 0.3]}
