@@ -63,7 +63,8 @@ def run(name: str, cfg: TrainConfig) -> dict:
     try:
         result = train(cfg)
         if result["status"] == "interrupted":  # killed: this run is not a result, and the sweep stops here
-            raise SystemExit(f"{name}: interrupted; the same command continues the sweep from this run")
+            raise SystemExit(f"{name}: interrupted, so not kept; run the same command again (levers and cnn "
+                             "continue from this run)")
         metrics = result["metrics"] or {}  # None when stopped before the (only) validation
         row |= {key: metrics.get(key) for key in ("miou", "acc", "iou", "classes")} | {"status": result["status"]}
         # as its summary records them: the precision it ran at, the crops it saw, how busy the cores were

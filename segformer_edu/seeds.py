@@ -9,12 +9,12 @@ more than twice the standard error of that gain, about a 95 % test when the nois
 import statistics
 
 
-def over_seeds(rows: list[dict], key: str = "miou") -> dict[str, list[float]]:
-    """Each run's ``key``, one value per seed, from rows of (name, seed, ...) in seed order; a run
-    that diverged (``None``) counts as 0."""
+def over_seeds(rows: list[dict]) -> dict[str, list[float]]:
+    """Each run's mIoU, one value per seed, from rows of (name, seed, miou, ...) in seed order; a
+    run that diverged (``None``) counts as 0."""
     values = {}
     for row in rows:
-        values.setdefault(row["name"], []).append(row[key] or 0.0)
+        values.setdefault(row["name"], []).append(row["miou"] or 0.0)
     return values
 
 
